@@ -1,0 +1,1 @@
+"""Dataset sources that produce the internal schema (videonarrator.schema)."""

@@ -1,0 +1,65 @@
+"""The 12 script labels (storyline tags) of E-SyncVidStory.
+
+Each label has a stable English key used throughout the package, an English
+phrase used in English prompts, and the Chinese name used in the official
+annotations (``label_definition.txt``).  A clip may carry several labels.
+"""
+from __future__ import annotations
+
+# key, English phrase, Chinese name (exactly as in the annotations)
+LABEL_TABLE: tuple[tuple[str, str, str], ...] = (
+    ("product_recommendation", "product recommendation", "产品推荐"),
+    ("pain_point", "pain point", "痛点铺垫"),
+    ("purchase_guidance", "purchase guidance", "引导购买"),
+    ("appearance_design", "appearance design", "外观设计"),
+    ("texture_material", "texture/ingredients/material", "质地/成分/材质"),
+    ("product_trial", "product trial", "产品试用"),
+    ("product_efficacy", "product efficacy", "产品功效"),
+    ("quality_feature", "quality/feature", "质量/特性介绍"),
+    ("appraisal_display", "appraisal display", "鉴定展示"),
+    ("safety_certification", "safety certification", "安全认证"),
+    ("production_process", "production process", "生产过程"),
+    ("other_selling_points", "other selling points", "其他/通用卖点"),
+)
+
+LABELS: tuple[str, ...] = tuple(key for key, _, _ in LABEL_TABLE)
+LABEL_EN: dict[str, str] = {key: en for key, en, _ in LABEL_TABLE}
+LABEL_ZH: dict[str, str] = {key: zh for key, _, zh in LABEL_TABLE}
+LABEL_FROM_ZH: dict[str, str] = {zh: key for key, _, zh in LABEL_TABLE}
+LABEL_FROM_EN: dict[str, str] = {en: key for key, en, _ in LABEL_TABLE}
+
+# Multi-labels are joined with "+" in the annotations and in prompts.
+LABEL_SEP = "+"
+
+
+def check_label(key: str, where: str = "") -> str:
+    """Return ``key`` if it is a known label key, else raise naming ``where``."""
+    if key not in LABEL_EN:
+        at = f" in {where}" if where else ""
+        raise ValueError(f"unknown script label {key!r}{at}; known labels: {', '.join(LABELS)}")
+    return key
+
+
+def format_labels(keys: list[str], language: str = "en") -> str:
+    """Render label keys as the text a prompt or annotation carries."""
+    names = LABEL_ZH if language == "zh" else LABEL_EN
+    return LABEL_SEP.join(names[k] for k in keys)
+
+
+def parse_labels(text: str, language: str = "en", where: str = "") -> list[str]:
+    """Parse ``a+b`` label text (English phrases or Chinese names) into keys.
+
+    The separator is split on the full names first, because the Chinese name
+    ``质地/成分/材质`` contains no ``+`` but English phrases are matched whole.
+    """
+    lookup = LABEL_FROM_ZH if language == "zh" else LABEL_FROM_EN
+    keys = []
+    for part in text.strip().split(LABEL_SEP):
+        part = part.strip()
+        if part not in lookup:
+            at = f" in {where}" if where else ""
+            raise ValueError(
+                f"unknown script label {part!r}{at}; expected one of: {', '.join(lookup)}"
+            )
+        keys.append(lookup[part])
+    return keys
