@@ -16,3 +16,37 @@ def esync_path() -> Path:
     if not path.is_file():
         pytest.fail(f"VN_ESYNCVIDSTORY={value} is not a file")
     return path
+
+
+@pytest.fixture
+def real_video() -> Path:
+    """A real video with real shots (set by CI to ../shared/data/videos/bigbuckbunny.mp4)."""
+    value = os.environ.get("VN_VIDEO")
+    if not value:
+        pytest.skip("VN_VIDEO is not set: point it at a real mp4 such as ../shared/data/videos/bigbuckbunny.mp4")
+    path = Path(value)
+    if not path.is_file():
+        pytest.fail(f"VN_VIDEO={value} is not a file")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory):
+    """Six tiny synthetic ad videos (mp4 + annotations), generated once per test session."""
+    from videonarrator.data.synthetic import SyntheticConfig, generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    cfg = SyntheticConfig(n_videos=6, seed=3, min_clips=3, max_clips=4, min_clip_s=2, max_clip_s=3)
+    videos = generate(cfg, root, progress=False)
+    return root, videos, cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tiny_synthetic, tmp_path_factory):
+    """The tiny synthetic videos prepared into clips with 1-fps frames."""
+    from videonarrator.prepare import PrepareConfig, prepare_dataset
+
+    raw, annotated, _ = tiny_synthetic
+    out = tmp_path_factory.mktemp("prepared") / "processed"
+    videos, metrics = prepare_dataset(annotated, raw, out, PrepareConfig(), progress=False)
+    return out, videos, metrics

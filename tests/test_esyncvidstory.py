@@ -2,16 +2,16 @@
 import copy
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from videonarrator.data.esyncvidstory import (
-    dataset_statistics, has_frames, load_esyncvidstory, load_esyncvidstory_report, parse_record,
+    has_frames, load_esyncvidstory, load_esyncvidstory_report, parse_record,
     resolve_frames, save_esyncvidstory, to_official,
 )
 from videonarrator.labels import LABEL_FROM_ZH, LABEL_ZH
 from videonarrator.schema import Clip, Product, SchemaError, Video
+from videonarrator.stats import dataset_statistics
 
 # A record in the official layout, written here so these tests need no data file.
 VID = "0123456789abcdef0123456789abcdef"
@@ -204,8 +204,8 @@ def test_statistics_on_the_inline_record():
     # 推荐这款面霜给大家。= 10 characters in 2 s; 质地轻薄，保湿不油腻。= 11 in 3 s (punctuation counts,
     # as in the windows: schema.text_length)
     assert s["clips"] == 2 and s["clip_seconds_mean"] == 2.5
-    assert s["chars_per_second"] == pytest.approx(21 / 5)
-    assert s["chars_per_second_clip_mean"] == pytest.approx((10 / 2 + 11 / 3) / 2)
+    assert s["units_per_second"] == pytest.approx(21 / 5)
+    assert s["units_per_second_clip_mean"] == pytest.approx((10 / 2 + 11 / 3) / 2)
     assert s["multi_label_share"] == 0.5
     with pytest.raises(ValueError, match="at least one video"):
         dataset_statistics([])
@@ -274,8 +274,8 @@ def test_statistics_match_a_hand_count(real):
     s = dataset_statistics([lip])
     assert s["clips_per_video"] == {"mean": 3, "min": 3, "max": 3}
     assert s["clip_seconds_mean"] == pytest.approx(22 / 3)
-    assert s["chars_per_second"] == pytest.approx(64 / 22)
-    assert s["chars_per_second_clip_mean"] == pytest.approx((30 / 8 + 18 / 4 + 16 / 10) / 3)
+    assert s["units_per_second"] == pytest.approx(64 / 22)
+    assert s["units_per_second_clip_mean"] == pytest.approx((30 / 8 + 18 / 4 + 16 / 10) / 3)
     assert {k: n for k, n in s["label_counts"].items() if n} == {
         "product_recommendation": 1, "texture_material": 1, "product_efficacy": 1}
     assert s["multi_label_share"] == 0
@@ -287,7 +287,7 @@ def test_statistics_match_a_hand_count(real):
     # labels 产品推荐 / 质地/成分/材质+产品功效 / 产品功效 / 产品推荐 ; 8 fields.
     s = dataset_statistics([knee])
     assert s["clip_seconds_mean"] == pytest.approx(21 / 4)
-    assert s["chars_per_second"] == pytest.approx(77 / 21)
+    assert s["units_per_second"] == pytest.approx(77 / 21)
     assert {k: n for k, n in s["label_counts"].items() if n} == {
         "product_recommendation": 2, "texture_material": 1, "product_efficacy": 2}
     assert s["multi_label_share"] == pytest.approx(1 / 4)
@@ -296,7 +296,7 @@ def test_statistics_match_a_hand_count(real):
     s = dataset_statistics([lip, knee])
     assert (s["videos"], s["clips"]) == (2, 7)
     assert s["clips_per_video"] == {"mean": 3.5, "min": 3, "max": 4}
-    assert s["chars_per_second"] == pytest.approx(141 / 43)
+    assert s["units_per_second"] == pytest.approx(141 / 43)
     assert s["multi_label_share"] == pytest.approx(1 / 7)
     assert s["knowledge_field_counts"]["功效"] == 2 and s["knowledge_field_counts"]["痛点"] == 1
     assert sum(s["knowledge_field_counts"].values()) == 14

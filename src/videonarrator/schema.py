@@ -25,7 +25,7 @@ SCHEMA_VERSION = 1
 LANGUAGES = ("en", "zh")
 SPLITS = ("train", "val", "test")
 
-_WORD = re.compile(r"[A-Za-z0-9]+(?:['’\-][A-Za-z0-9]+)*")
+WORD_RE = re.compile(r"[A-Za-z0-9]+(?:['’\-][A-Za-z0-9]+)*")
 
 
 def text_length(text: str, language: str) -> int:
@@ -37,7 +37,7 @@ def text_length(text: str, language: str) -> int:
     reference code (``t_length = len(t_text)``).
     """
     if language == "en":
-        return len(_WORD.findall(text))
+        return len(WORD_RE.findall(text))
     if language == "zh":
         return len(text)
     raise ValueError(f"unknown language {language!r}; expected one of {LANGUAGES}")

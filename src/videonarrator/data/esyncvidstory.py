@@ -36,14 +36,12 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write_text
-from ..labels import LABELS, format_labels, parse_labels
-from ..schema import Clip, Product, SchemaError, Video, text_length, validate_video
+from ..labels import format_labels, parse_labels
+from ..schema import Clip, Product, SchemaError, Video, validate_video
 
 # Exact pieces of the reference format string.
 HEAD = "商品信息：\n名称："
@@ -347,34 +345,3 @@ def resolve_frames(video: Video, frames_root: str | Path) -> list[list[Path]]:
 def has_frames(video: Video, frames_root: str | Path) -> bool:
     """True when all of the video's frames exist under ``frames_root`` (partial sets raise)."""
     return any(resolve_frames(video, frames_root))
-
-
-# -- statistics -----------------------------------------------------------------
-
-def dataset_statistics(videos: list[Video]) -> dict[str, Any]:
-    """Summary numbers for a notebook table.
-
-    ``chars_per_second`` is total narration characters (schema.text_length, "zh":
-    every character, as the windows count) over total clip seconds; ``chars_per_second_clip_mean``
-    averages the per-clip ratio.  Label counts count each label of a multi-label
-    clip; ``knowledge_field_counts`` is the number of videos having each field.
-    """
-    if not videos:
-        raise ValueError("dataset_statistics needs at least one video")
-    clips = [c for v in videos for c in v.clips]
-    per_video = [len(v.clips) for v in videos]
-    seconds = [c.duration for c in clips]
-    chars = [text_length(c.narration, "zh") for c in clips]
-    labels = Counter(key for c in clips for key in c.labels)
-    fields = Counter(f for v in videos for f in v.product.knowledge)
-    return {
-        "videos": len(videos),
-        "clips": len(clips),
-        "clips_per_video": {"mean": statistics.fmean(per_video), "min": min(per_video), "max": max(per_video)},
-        "clip_seconds_mean": statistics.fmean(seconds),
-        "chars_per_second": sum(chars) / sum(seconds),
-        "chars_per_second_clip_mean": statistics.fmean(n / s for n, s in zip(chars, seconds)),
-        "label_counts": {key: labels[key] for key in LABELS},
-        "multi_label_share": sum(len(c.labels) > 1 for c in clips) / len(clips),
-        "knowledge_field_counts": dict(fields.most_common()),
-    }

@@ -1,0 +1,132 @@
+"""``params.yaml``: loading and validation.
+
+Every key a stage reads is declared here once, with its type and allowed
+range, so that a wrong value fails before any long work starts, with a
+message that names the key (``prepare.n_videos``) and what is allowed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """params.yaml holds a missing, unknown or invalid value; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    kind: type | tuple[type, ...]
+    check: Callable[[Any], bool] = lambda v: True
+    allowed: str = ""                      # words for the error message
+    optional: bool = False                 # None allowed
+
+
+def positive_int() -> Spec:
+    return Spec(int, lambda v: v >= 1, "an integer >= 1")
+
+
+def choice(*options: str) -> Spec:
+    return Spec(str, lambda v: v in options, "one of " + ", ".join(repr(o) for o in options))
+
+
+def fraction() -> Spec:
+    return Spec((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def positive_number() -> Spec:
+    return Spec((int, float), lambda v: v > 0, "a number > 0")
+
+
+# section -> key -> spec.  Sections are the DVC stages plus `common`.
+SCHEMA: dict[str, dict[str, Spec]] = {
+    "common": {
+        "seed": Spec(int, lambda v: v >= 0, "an integer >= 0"),
+        "dataset": choice("synthetic"),
+    },
+    "prepare": {
+        "n_videos": Spec(int, lambda v: v >= 3, "an integer >= 3 (one video each for train, val, test)"),
+        "min_clips": Spec(int, lambda v: v >= 2, "an integer >= 2"),
+        "max_clips": Spec(int, lambda v: v >= 2, "an integer >= 2"),
+        "min_clip_s": Spec(int, lambda v: v >= 1, "an integer >= 1 (seconds)"),
+        "max_clip_s": Spec(int, lambda v: v >= 1, "an integer >= 1 (seconds)"),
+        "fps": Spec(int, lambda v: 5 <= v <= 60, "an integer in [5, 60]"),
+        "frame_size": Spec(int, lambda v: 32 <= v <= 1024, "an integer in [32, 1024] (pixels)"),
+        "val_fraction": fraction(),
+        "test_fraction": fraction(),
+        "shot_threshold": positive_number(),
+        "min_shot_s": positive_number(),
+        "boundary_tolerance_s": positive_number(),
+    },
+}
+
+# Cross-key rules: (keys involved, check on the section, message).
+RULES: list[tuple[str, Callable[[dict], bool], str]] = [
+    ("prepare", lambda p: p["min_clips"] <= p["max_clips"], "prepare.min_clips must be <= prepare.max_clips"),
+    ("prepare", lambda p: p["min_clip_s"] <= p["max_clip_s"], "prepare.min_clip_s must be <= prepare.max_clip_s"),
+    ("prepare", lambda p: p["val_fraction"] + p["test_fraction"] < 1,
+     "prepare.val_fraction + prepare.test_fraction must be < 1 (something must be left to train on)"),
+    ("prepare", lambda p: p["min_shot_s"] <= p["min_clip_s"],
+     "prepare.min_shot_s must be <= prepare.min_clip_s, or real cuts between short clips are missed"),
+]
+
+
+def _type_name(v: Any) -> str:
+    return type(v).__name__
+
+
+def validate_section(section: str, values: Any, source: str = "params.yaml") -> dict[str, Any]:
+    """Check one section against :data:`SCHEMA`; return it unchanged or raise :class:`ParamsError`."""
+    if section not in SCHEMA:
+        raise ParamsError(f"{source}: unknown section {section!r}; known sections: {', '.join(SCHEMA)}")
+    if not isinstance(values, dict):
+        raise ParamsError(f"{source}: section {section!r} must be a mapping of keys to values")
+    specs = SCHEMA[section]
+    for key in values:
+        if key not in specs:
+            raise ParamsError(f"{source}: unknown key {section}.{key}; known keys: {', '.join(specs)}")
+    for key, spec in specs.items():
+        if key not in values:
+            raise ParamsError(f"{source}: missing key {section}.{key} ({spec.allowed})")
+        v = values[key]
+        if v is None and spec.optional:
+            continue
+        # bool is an int subclass in Python: `n_videos: true` must not pass as 1
+        if isinstance(v, bool) and bool not in (spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)):
+            ok = False
+        else:
+            ok = isinstance(v, spec.kind) and spec.check(v)
+        if not ok:
+            raise ParamsError(f"{source}: {section}.{key} must be {spec.allowed}, got {v!r} ({_type_name(v)})")
+    for sec, rule, message in RULES:
+        if sec == section and not rule(values):
+            raise ParamsError(f"{source}: {message}")
+    return values
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
+    """Read and validate every section of ``params.yaml``."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path} does not exist; run from the project root")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(doc, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections")
+    for section in SCHEMA:
+        if section not in doc:
+            raise ParamsError(f"{path}: missing section {section!r}")
+    for section, values in doc.items():
+        validate_section(section, values, str(path))
+    return doc
+
+
+def config_from(cls, section: dict[str, Any], **overrides: Any):
+    """Build the dataclass ``cls`` from the keys of a params section that it declares."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in {**section, **overrides}.items() if k in names})

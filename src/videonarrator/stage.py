@@ -1,0 +1,103 @@
+"""Run one DVC stage: execute its numbered notebook with papermill.
+
+``python -m videonarrator.stage prepare`` validates ``params.yaml``, injects
+the ``common`` section and the stage's own section as the notebook's
+parameters, and keeps the executed notebook under ``reports/`` so a reader
+sees every output.  On failure the executed notebook (with the traceback) is
+kept as ``reports/<name>.failed.ipynb``, the stage's outputs are removed so
+nothing half-written looks valid, and the exit status is non-zero.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from .io import atomic_path
+from .params import ParamsError, load_params
+
+# stage name -> notebook name (notebooks/<name>.ipynb, executed copy reports/<name>.ipynb)
+STAGES: dict[str, str] = {
+    "prepare": "01_prepare_data",
+}
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+class StageError(RuntimeError):
+    """A stage could not run or its notebook failed; the message says where to look."""
+
+
+def stage_outputs(stage: str, root: Path) -> list[Path]:
+    """The paths dvc.yaml declares as the stage's outs, metrics and plots."""
+    doc = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
+    spec = doc["stages"][stage]
+    paths = []
+    for kind in ("outs", "metrics", "plots"):
+        for entry in spec.get(kind, []):
+            paths.append(root / (next(iter(entry)) if isinstance(entry, dict) else entry))
+    return paths
+
+
+def remove_outputs(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def run_stage(stage: str, root: str | Path = ".", log_output: bool = True) -> Path:
+    """Execute the stage's notebook; return the executed notebook's path."""
+    import papermill as pm
+
+    root = Path(root).resolve()
+    if stage not in STAGES:
+        raise StageError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    params = load_params(root / "params.yaml")
+    parameters = {"common": params["common"], stage: params[stage]}
+    name = STAGES[stage]
+    source = root / "notebooks" / f"{name}.ipynb"
+    executed = root / "reports" / f"{name}.ipynb"
+    failed = executed.with_suffix(".failed.ipynb")
+    if not source.exists():
+        raise StageError(f"notebook {source} is missing")
+    for key, value in OFFLINE_ENV.items():  # the kernel inherits these: nothing loads from a hub
+        os.environ.setdefault(key, value)
+    failed.unlink(missing_ok=True)
+    with atomic_path(executed) as tmp:
+        try:
+            pm.execute_notebook(str(source), str(tmp), parameters=parameters, cwd=str(root),
+                                kernel_name="python3", log_output=log_output, progress_bar=True)
+        except pm.PapermillExecutionError as err:
+            if tmp.exists():
+                shutil.copyfile(tmp, failed)
+            remove_outputs([p for p in stage_outputs(stage, root) if p != executed])
+            raise StageError(
+                f"stage {stage!r} failed in {source.name} (cell {err.exec_count}): {err.ename}: {err.evalue}\n"
+                f"The executed notebook with the full traceback is {failed}; "
+                f"the stage's outputs were removed so no half-written result remains.") from None
+    return executed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a VideoNarrator DVC stage (its notebook, via papermill).")
+    parser.add_argument("stage", choices=sorted(STAGES))
+    parser.add_argument("--root", default=".", help="project root (where params.yaml and dvc.yaml are)")
+    parser.add_argument("--quiet", action="store_true", help="do not stream the notebook's output")
+    args = parser.parse_args(argv)
+    try:
+        out = run_stage(args.stage, args.root, log_output=not args.quiet)
+    except (StageError, ParamsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"stage {args.stage}: executed notebook written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Figures for the notebooks and reports (matplotlib, headless-safe)."""
+from __future__ import annotations
+
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .io import atomic_path
+from .labels import LABEL_EN, LABELS
+from .schema import Video, text_length
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Save atomically (no truncated PNG if interrupted)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    return path
+
+
+def load_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def frame_strip(video: Video, root: str | Path, max_frames: int = 4, width: float = 15.0,
+                narrations: dict[str, list[str]] | None = None):
+    """One row per clip: its 1-fps frames, then label, window and narration(s).
+
+    ``narrations`` maps a system name to one narration per clip, shown under
+    the reference.
+    """
+    root = Path(root)
+    n = len(video.clips)
+    fig, axes = plt.subplots(n, max_frames + 1, figsize=(width, 1.9 * n),
+                             gridspec_kw={"width_ratios": [1] * max_frames + [3.2]}, squeeze=False)
+    for row, clip in zip(axes, video.clips):
+        for k, ax in enumerate(row[:max_frames]):
+            ax.axis("off")
+            if k < len(clip.frames):
+                ax.imshow(load_image(root / clip.frames[k]))
+                ax.set_title(f"{clip.start + k + 0.5:.1f}s", fontsize=8)
+        ax = row[-1]
+        ax.axis("off")
+        unit = "words" if video.language == "en" else "chars"
+        lines = [f"clip {clip.index + 1}/{n}  {clip.duration:.1f}s  window {clip.window[0]}-{clip.window[1]} {unit}",
+                 "label: " + " + ".join(LABEL_EN[k] for k in clip.labels),
+                 "reference: " + clip.narration]
+        for system, texts in (narrations or {}).items():
+            lines.append(f"{system}: {texts[clip.index]}")
+        wrapped = "\n".join(textwrap.fill(line, 70, subsequent_indent="   ") for line in lines)
+        ax.text(0, 0.5, wrapped, va="center", ha="left", fontsize=8, family="monospace",
+                transform=ax.transAxes)
+    fig.suptitle(f"{video.id}: {video.product.name} ({video.split})", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def dataset_overview(videos: list[Video]):
+    """Four panels: clips per video, clip durations, narration length vs duration, label counts."""
+    clips = [(v, c) for v in videos for c in v.clips]
+    unit = "words" if videos[0].language == "en" else "characters"
+    fig, ax = plt.subplots(2, 2, figsize=(12, 8))
+
+    per_video = Counter(len(v.clips) for v in videos)
+    xs = sorted(per_video)
+    ax[0, 0].bar(xs, [per_video[x] for x in xs], color="tab:blue")
+    ax[0, 0].set(xlabel="clips per video", ylabel="videos", title="Clips per video")
+
+    durations = [c.duration for _, c in clips]
+    ax[0, 1].hist(durations, bins=np.arange(int(min(durations)), max(durations) + 2) - 0.5, color="tab:orange", rwidth=0.9)
+    ax[0, 1].set(xlabel="clip duration (s)", ylabel="clips", title="Clip durations")
+
+    lengths = [text_length(c.narration, v.language) for v, c in clips]
+    ax[1, 0].scatter(durations, lengths, s=12, alpha=0.5, color="tab:green", label="reference narration")
+    rate = sum(lengths) / sum(durations)
+    grid = np.linspace(0, max(durations), 10)
+    ax[1, 0].plot(grid, rate * grid, color="black", lw=1, label=f"{rate:.2f} {unit}/s")
+    ax[1, 0].set(xlabel="clip duration (s)", ylabel=f"narration length ({unit})",
+                 title=f"Narration length vs duration ({unit} per second)")
+    ax[1, 0].legend(loc="upper left")
+
+    labels = Counter(k for _, c in clips for k in c.labels)
+    keys = [k for k in LABELS if labels[k]]
+    ax[1, 1].barh([LABEL_EN[k] for k in keys], [labels[k] for k in keys], color="tab:purple")
+    ax[1, 1].invert_yaxis()
+    ax[1, 1].set(xlabel="clips", title="Script labels")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,52 @@
+import pytest
+
+from videonarrator.prepare import PrepareConfig, align_clips, prepare_dataset
+from videonarrator.schema import Clip, load_dataset
+from videonarrator.video import VideoError
+
+
+def test_prepared_clips_match_the_truth(tiny_synthetic, tiny_prepared):
+    _, annotated, _ = tiny_synthetic
+    out, videos, metrics = tiny_prepared
+    assert metrics["shot_boundary_f1"] == 1.0 and metrics["boundary_fallback_videos"] == 0
+    assert metrics["videos"] == len(annotated)
+    loaded, _ = load_dataset(out / "dataset.json")
+    assert loaded == videos
+    for a, v in zip(annotated, videos):
+        assert [(c.start, c.end) for c in v.clips] == [(c.start, c.end) for c in a.clips]
+        assert [c.narration for c in v.clips] == [c.narration for c in a.clips]
+        for c in v.clips:
+            assert len(c.frames) == int(c.duration)          # one frame per whole second
+            assert all((out / f).is_file() for f in c.frames)
+
+
+def test_align_clips_requires_one_to_one():
+    truth = [Clip(index=i, start=s, end=e, window=(1, 3), labels=["pain_point"])
+             for i, (s, e) in enumerate([(0, 2), (2, 5)])]
+    assert align_clips([(0, 2.1), (2.1, 5)], truth) == [0, 1]
+    assert align_clips([(0, 5)], truth) is None                    # a missed cut
+    assert align_clips([(0, 1), (1, 2), (2, 5)], truth) is None    # a spurious cut
+
+
+def test_a_missed_cut_falls_back_to_the_annotation(tiny_synthetic, tmp_path):
+    raw, annotated, _ = tiny_synthetic
+    videos, metrics = prepare_dataset(annotated[:2], raw, tmp_path / "p",
+                                      PrepareConfig(shot_threshold=250.0), progress=False)
+    assert metrics["shot_boundary_recall"] == 0.0
+    assert metrics["boundary_fallback_videos"] == 2
+    assert [len(v.clips) for v in videos] == [len(v.clips) for v in annotated[:2]]
+
+
+def test_a_bad_video_leaves_no_partial_output(tiny_synthetic, tmp_path):
+    raw, annotated, _ = tiny_synthetic
+    broken = tmp_path / "raw"
+    (broken / "videos").mkdir(parents=True)
+    for v in annotated[:2]:
+        (broken / v.video_path).write_bytes((raw / v.video_path).read_bytes())
+    data = (raw / annotated[2].video_path).read_bytes()
+    (broken / annotated[2].video_path).write_bytes(data[: len(data) // 4])
+    out = tmp_path / "processed"
+    with pytest.raises(VideoError, match=annotated[2].video_path):
+        prepare_dataset(annotated[:3], broken, out, PrepareConfig(), progress=False)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [broken]
