@@ -1,0 +1,236 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import open_clip.factory
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from videonarrator import features
+from videonarrator.features import (TINY_TOWER, TINY_TOWER_CONFIG, TowerConfig, encode_frames,
+                                    extract_features, features_path, load_frames, load_tower,
+                                    load_video_features, register_tiny_tower, save_tower)
+from videonarrator.schema import Clip, Product, Video
+
+
+@pytest.fixture(scope="module")
+def tower():
+    model, preprocess = load_tower(TowerConfig(seed=0))
+    return model
+
+
+def random_frames(n, h=64, w=64, seed=0):
+    g = np.random.default_rng(seed)
+    return torch.from_numpy(g.integers(0, 256, size=(n, h, w, 3), dtype=np.uint8))
+
+
+# -- the tower -------------------------------------------------------------------
+
+def test_tiny_tower_registration_is_idempotent():
+    register_tiny_tower()
+    n_paths = len(open_clip.factory._MODEL_CONFIG_PATHS)
+    n_models = len(open_clip.list_models())
+    assert register_tiny_tower() == TINY_TOWER
+    assert len(open_clip.factory._MODEL_CONFIG_PATHS) == n_paths
+    assert len(open_clip.list_models()) == n_models
+    assert open_clip.get_model_config(TINY_TOWER) == TINY_TOWER_CONFIG
+
+
+def test_load_tower_is_seeded_eval_and_leaves_global_rng_alone(tower):
+    assert not tower.training and tower.visual.output_tokens
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    same, _ = load_tower(TowerConfig(seed=0))
+    assert torch.equal(torch.rand(3), expected)  # the caller's RNG stream is untouched
+    other, _ = load_tower(TowerConfig(seed=1))
+    w = "visual.conv1.weight"
+    assert torch.equal(same.state_dict()[w], tower.state_dict()[w])
+    assert not torch.equal(other.state_dict()[w], tower.state_dict()[w])
+
+
+def test_encode_shapes_and_inputs(tower):
+    pooled, tokens = encode_frames(tower, random_frames(5, 80, 96))  # resized + centre-cropped to 64
+    assert pooled.shape == (5, 64) and pooled.dtype == torch.float32
+    assert tokens.shape == (5, 64, 64) and tokens.dtype == torch.float32  # 8x8 patches, no CLS, width 64
+    frames = random_frames(3, seed=1)
+    p_np, t_np = encode_frames(tower, frames.numpy())
+    p_pil, t_pil = encode_frames(tower, [Image.fromarray(f.numpy()) for f in frames])
+    p_t, t_t = encode_frames(tower, frames)
+    assert torch.equal(p_np, p_t) and torch.equal(t_pil, t_t) and torch.equal(p_pil, p_t)
+    with pytest.raises(ValueError, match="uint8"):
+        encode_frames(tower, frames.float())
+
+
+def test_batched_equals_one_by_one(tower):
+    frames = random_frames(7, seed=2)
+    pooled, tokens = encode_frames(tower, frames, batch_size=3)
+    for i in range(7):
+        p, t = encode_frames(tower, frames[i:i + 1], batch_size=1)
+        torch.testing.assert_close(p[0], pooled[i], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(t[0], tokens[i], atol=1e-5, rtol=1e-5)
+
+
+def test_save_load_local_dir_round_trip_is_exact(tmp_path):
+    cfg = TowerConfig(image_size=48, seed=3)  # a non-default size must survive the round trip
+    model, _ = load_tower(cfg)
+    save_tower(model, cfg, tmp_path / "tower")
+    assert {p.name for p in (tmp_path / "tower").iterdir()} == {"open_clip_config.json",
+                                                                 "open_clip_model.safetensors"}
+    again, _ = load_tower(TowerConfig(name=f"local-dir:{tmp_path / 'tower'}", seed=99))
+    frames = random_frames(4, seed=3)
+    p0, t0 = encode_frames(model, frames)
+    p1, t1 = encode_frames(again, frames)
+    assert t0.shape == (4, 36, 64)  # 48 px / patch 8 = 6x6
+    assert torch.equal(p0, p1) and torch.equal(t0, t1)
+    assert features.tower_fingerprint(model) == features.tower_fingerprint(again)
+
+
+def test_pretrained_file_is_loaded(tmp_path, tower):
+    weights = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(weights))
+    loaded, _ = load_tower(TowerConfig(pretrained=str(weights), seed=7))  # seed is irrelevant with weights
+    frames = random_frames(2, seed=4)
+    assert torch.equal(encode_frames(loaded, frames)[0], encode_frames(tower, frames)[0])
+
+
+def test_tower_errors(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="no/such/weights.safetensors"):
+        load_tower(TowerConfig(pretrained=str(tmp_path / "no/such/weights.safetensors")))
+    with pytest.raises(FileNotFoundError, match="open_clip_config.json"):
+        load_tower(TowerConfig(name=f"local-dir:{tmp_path}"))
+    with pytest.raises(ValueError, match="not an open_clip model name"):
+        load_tower(TowerConfig(name="no-such-model"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+        load_tower(TowerConfig(name="ViT-B-32", pretrained="openai"))
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+        load_tower(TowerConfig(name="hf-hub:org/model"))
+
+
+# -- frames ------------------------------------------------------------------------
+
+def test_load_frames(tmp_path):
+    arr = random_frames(1, 40, 50)[0].numpy()
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    Image.fromarray(arr).save(tmp_path / "b.jpg", quality=95)
+    out = load_frames([tmp_path / "a.png", tmp_path / "b.jpg"], 32)
+    assert out.shape == (2, 32, 32, 3) and out.dtype == torch.uint8
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        load_frames([tmp_path / "a.png", tmp_path / "missing.png"], 32)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="bad.png"):
+        load_frames([tmp_path / "bad.png"], 32)
+
+
+# -- the features store -------------------------------------------------------------
+
+def write_frame(path: Path, seed: int) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(random_frames(1, 72, 64, seed=seed)[0].numpy()).save(path)
+    return path.name
+
+
+def make_video(root: Path, vid: str, frames_per_clip: list[int], seed: int) -> Video:
+    clips, t = [], 0.0
+    for i, n in enumerate(frames_per_clip):
+        names = [f"{vid}/c{i}_{k}.png" for k in range(n)]
+        for k, name in enumerate(names):
+            write_frame(root / name, seed * 100 + i * 10 + k)
+        clips.append(Clip(index=i, start=t, end=t + n, window=(1, 5), labels=["product_trial"], frames=names))
+        t += n
+    return Video(id=vid, product=Product(name="kettle"), clips=clips)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    root = tmp_path / "frames"
+    return root, [make_video(root, "vidA", [3, 2], seed=1), make_video(root, "vidB", [4], seed=2)]
+
+
+def test_extract_cache_and_reencode(tmp_path, dataset, tower):
+    root, videos = dataset
+    out = tmp_path / "feats"
+    cfg = TowerConfig(seed=0)
+    # batch 4 over 9 frames: batches span clip and video boundaries
+    s = extract_features(videos, root, out, cfg, batch_size=4, progress=False)
+    assert (s["videos"], s["encoded"], s["skipped"], s["frames"]) == (2, 2, 0, 9)
+    assert s["frames_per_s"] > 0
+    assert sorted(p.name for p in out.iterdir()) == ["vidA.safetensors", "vidB.safetensors"]
+
+    feats = load_video_features(out, videos[0])
+    assert [f["tokens"].shape for f in feats] == [(3, 64, 64), (2, 64, 64)]
+    assert [f["pooled"].shape for f in feats] == [(3, 64), (2, 64)]
+    # stored features equal a direct encoding of the same frames (tokens were stored in fp16)
+    frames = load_frames([root / p for p in videos[0].clips[1].frames], 64)
+    pooled, tokens = encode_frames(tower, frames)
+    torch.testing.assert_close(feats[1]["pooled"], pooled, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(feats[1]["tokens"], tokens.half().float())
+    with safe_open(str(features_path(out, "vidA")), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["video_id"] == "vidA" and json.loads(meta["frames"]) == [3, 2] and len(meta["cache_key"]) == 64
+
+    # second run: everything cached, files untouched
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    s = extract_features(videos, root, out, cfg, batch_size=4, progress=False)
+    assert (s["encoded"], s["skipped"], s["frames"]) == (0, 2, 0)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+    # new bytes in one of vidB's frames: only vidB is re-encoded
+    write_frame(root / videos[1].clips[0].frames[2], seed=999)
+    s = extract_features(videos, root, out, cfg, batch_size=4, progress=False)
+    assert (s["encoded"], s["skipped"], s["frames"]) == (1, 1, 4)
+    assert features_path(out, "vidA").stat().st_mtime_ns == before["vidA.safetensors"]
+    assert features_path(out, "vidB").stat().st_mtime_ns != before["vidB.safetensors"]
+
+    # another tower (other weights) invalidates every video
+    s = extract_features(videos, root, out, TowerConfig(seed=1), batch_size=4, progress=False)
+    assert (s["encoded"], s["skipped"]) == (2, 0)
+
+
+def test_interrupted_run_leaves_valid_files_and_resumes(tmp_path, dataset, monkeypatch):
+    root, videos = dataset
+    out = tmp_path / "feats"
+    real_save, calls = features.save_file, []
+
+    def crash_on_second_video(tensors, path, metadata=None):
+        calls.append(path)
+        real_save(tensors, path, metadata=metadata)  # the temp file is complete ...
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")  # ... but the run dies before the rename
+
+    monkeypatch.setattr(features, "save_file", crash_on_second_video)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(videos, root, out, TowerConfig(), batch_size=2, progress=False)
+    assert [p.name for p in out.iterdir()] == ["vidA.safetensors"]  # no vidB, no temp leftovers
+    assert [f["tokens"].shape[0] for f in load_video_features(out, videos[0])] == [3, 2]
+
+    monkeypatch.setattr(features, "save_file", real_save)
+    s = extract_features(videos, root, out, TowerConfig(), batch_size=2, progress=False)
+    assert (s["encoded"], s["skipped"], s["frames"]) == (1, 1, 4)
+    assert sorted(p.name for p in out.iterdir()) == ["vidA.safetensors", "vidB.safetensors"]
+
+
+def test_missing_frame_is_named(tmp_path, dataset):
+    root, videos = dataset
+    gone = root / videos[1].clips[0].frames[1]
+    gone.unlink()
+    with pytest.raises(FileNotFoundError, match=rf"vidB.*{gone.name}"):
+        extract_features(videos, root, tmp_path / "feats", TowerConfig(), progress=False)
+
+
+def test_load_video_features_errors(tmp_path, dataset):
+    root, videos = dataset
+    out = tmp_path / "feats"
+    with pytest.raises(FileNotFoundError, match="vidA.*rerun the features stage"):
+        load_video_features(out, videos[0])
+    extract_features(videos[:1], root, out, TowerConfig(), progress=False)
+    grown = make_video(root, "vidA", [3, 2, 1], seed=1)  # the dataset changed after extraction
+    with pytest.raises(ValueError, match="vidA.*stale.*rerun the features stage"):
+        load_video_features(out, grown)
+    half = load_video_features(out, videos[0], dtype=None)
+    assert half[0]["tokens"].dtype == torch.float16 and half[0]["pooled"].dtype == torch.float32
