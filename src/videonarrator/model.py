@@ -1,0 +1,384 @@
+"""The VideoNarrator model: frames -> Q-Former -> projector -> causal LM with LoRA.
+
+One training sample is one clip.  Its input embeddings are laid out as
+
+    [prefix text] [memory tokens | this clip's tokens] [suffix text] [target text + EOS]
+
+(the text comes from :mod:`videonarrator.prompt`).  Per clip:
+
+    patch tokens of the kept frames          (F, P, W)      from the frozen vision tower
+    + learned per-patch position embedding   (P, W)         optional: layout signal for a random ViT
+    Q-Former, learned query tokens           (F, Q, H)      Blip2QFormerModel, one pass per frame
+    + clip-position embedding                (H,)           bucket = clip midpoint as % of the video
+    memory: earlier frames' query outputs    (M*Q, H)       averaged into M groups, placed first
+    linear projector                         (M*Q + F*Q, D) D = the LLM's embedding width
+
+The LLM runs on ``inputs_embeds``; the loss is the cross-entropy of the target
+tokens only, chosen by *position* (SmolLM2's pad id is its EOS id, so a mask
+built from the pad id would hide the EOS the model must learn to emit), and
+``lm_head`` is applied only at those positions (the 49k-way head on every
+prompt token would dominate the step time).
+
+Switches (the ablations): ``use_position`` False -> no clip-position embedding;
+``use_memory`` False -> no memory tokens; ``use_video`` False -> no visual
+tokens and no visual weights at all (the text-only baseline, same code path).
+Memory tokens get no clip-position embedding: they average several clips, so
+no single bucket describes them (the reference adds position to the current clip).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .io import atomic_path, read_json, write_json
+from .llm import LoraSettings, load_llm, load_qformer
+from .prompt import ClipPrompt
+from .schema import Video
+
+
+# -- configuration ----------------------------------------------------------------
+
+@dataclass
+class VideoNarratorConfig:
+    vision_width: int = 64            # W: width of the vision tower's patch tokens
+    num_patches: int = 64             # P: patch tokens per frame (open_clip's output_tokens: no CLS)
+    qformer_hidden: int = 128         # H
+    qformer_layers: int = 2
+    qformer_heads: int = 4
+    qformer_cross_attention_every: int = 2  # BLIP-2: cross-attention in every 2nd layer
+    num_query_tokens: int = 8         # Q (32 in the paper)
+    patch_pos_embed: bool = True      # learned (P, W) embedding on the patch tokens
+    use_position: bool = True         # clip-position embedding
+    num_position_buckets: int = 100
+    use_memory: bool = True
+    memory_frames: int = 1            # M: earlier frames averaged into this many groups (reference: 1)
+    use_video: bool = True            # False: text-only baseline
+    llm_dim: int = 0                  # D: filled from the LLM
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VideoNarratorConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown VideoNarratorConfig keys {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    def qformer_config(self):
+        from transformers import Blip2QFormerConfig
+        return Blip2QFormerConfig(hidden_size=self.qformer_hidden, num_hidden_layers=self.qformer_layers,
+                                  num_attention_heads=self.qformer_heads, intermediate_size=4 * self.qformer_hidden,
+                                  encoder_hidden_size=self.vision_width,
+                                  cross_attention_frequency=self.qformer_cross_attention_every)
+
+
+# The two profiles of params.yaml.  Default: what the calibration run on a 2-core
+# CPU used (tiny random ViT, 8 queries, SmolLM2-135M, LoRA r=8 on q/v).  Paper:
+# CLIP ViT-L/14 at 224 px (257 tokens of width 1024, of which open_clip's
+# output_tokens gives the 256 patch tokens, CLS excluded), BLIP-2 Q-Former (32 queries,
+# width 768, 12 layers), LoRA r=64, alpha 16, dropout 0.05 on all linear layers.
+DEFAULT_PROFILE = {
+    "model": VideoNarratorConfig(),
+    "lora": LoraSettings(r=8, alpha=16, dropout=0.05, target_modules=["q_proj", "v_proj"]),
+}
+PAPER_PROFILE = {
+    "model": VideoNarratorConfig(vision_width=1024, num_patches=256, qformer_hidden=768, qformer_layers=12,
+                                 qformer_heads=12, qformer_cross_attention_every=2, num_query_tokens=32,
+                                 patch_pos_embed=False, use_position=True, num_position_buckets=100,
+                                 use_memory=True, memory_frames=1, use_video=True),
+    "lora": LoraSettings(r=64, alpha=16, dropout=0.05, target_modules="all-linear"),
+}
+
+
+def position_bucket(start: float, end: float, video_duration: float, num_buckets: int = 100) -> int:
+    """The clip midpoint as a percentage of the video: floor(mid / duration * buckets), in 0..buckets-1."""
+    if video_duration <= 0:
+        raise ValueError(f"video duration must be positive, got {video_duration}")
+    mid = (start + end) / 2
+    return min(max(math.floor(mid / video_duration * num_buckets), 0), num_buckets - 1)
+
+
+def clip_bucket(video: Video, clip_index: int, num_buckets: int = 100) -> int:
+    clip = video.clips[clip_index]
+    return position_bucket(clip.start, clip.end, video.duration, num_buckets)
+
+
+# -- visual side -----------------------------------------------------------------------
+
+class VisualEncoder(nn.Module):
+    """Patch tokens of a clip (and of the earlier clips) -> visual embeddings for the LLM."""
+
+    def __init__(self, cfg: VideoNarratorConfig):
+        super().__init__()
+        from transformers import Blip2QFormerModel
+        if cfg.llm_dim <= 0:
+            raise ValueError("VideoNarratorConfig.llm_dim is unset; it is filled from the LLM's hidden size")
+        self.cfg = cfg
+        P, W, Q, H = cfg.num_patches, cfg.vision_width, cfg.num_query_tokens, cfg.qformer_hidden
+        # std 0.02 as BERT/BLIP-2 initialise embeddings: small next to LayerNormed tokens
+        self.patch_pos = nn.Parameter(torch.randn(P, W) * 0.02) if cfg.patch_pos_embed else None  # (P, W)
+        self.qformer = Blip2QFormerModel(cfg.qformer_config())
+        self.query_tokens = nn.Parameter(torch.randn(1, Q, H) * 0.02)                               # (1, Q, H)
+        self.clip_pos = nn.Embedding(cfg.num_position_buckets, H) if cfg.use_position else None
+        if self.clip_pos is not None:
+            nn.init.normal_(self.clip_pos.weight, std=0.02)
+        self.projector = nn.Linear(H, cfg.llm_dim)
+
+    def encode_frames(self, patches: torch.Tensor) -> torch.Tensor:
+        """(F, P, W) patch tokens -> (F, Q, H) query outputs, each frame on its own."""
+        if patches.dim() != 3 or patches.shape[1:] != (self.cfg.num_patches, self.cfg.vision_width):
+            raise ValueError(f"patch tokens must have shape (frames, {self.cfg.num_patches}, "
+                             f"{self.cfg.vision_width}), got {tuple(patches.shape)}; set VideoNarratorConfig.num_patches "
+                             f"and vision_width to the vision tower's")
+        x = patches.to(self.query_tokens.dtype)
+        if self.patch_pos is not None:
+            x = x + self.patch_pos                                                # (F, P, W)
+        queries = self.query_tokens.expand(x.shape[0], -1, -1)                    # (F, Q, H)
+        return self.qformer(query_embeds=queries, encoder_hidden_states=x).last_hidden_state
+
+    def memory(self, earlier: torch.Tensor) -> torch.Tensor:
+        """(F_prev, Q, H) earlier query outputs -> (M', Q, H), M' = min(M, F_prev) time-ordered group means."""
+        groups = [g for g in torch.tensor_split(earlier, self.cfg.memory_frames) if len(g)]
+        return torch.stack([g.mean(dim=0) for g in groups])
+
+    def forward(self, clip_patches: list[torch.Tensor], earlier_patches: list[torch.Tensor | None],
+                buckets: list[int]) -> list[torch.Tensor]:
+        """Visual embeddings of a batch of clips.
+
+        clip_patches[b]: (F_b, P, W) kept frames of clip b; earlier_patches[b]:
+        (F_prev_b, P, W) kept frames of all earlier clips of its video (None or
+        0 frames for a first clip); buckets[b]: its position bucket.
+        Returns B tensors (M'_b*Q + F_b*Q, D); M'_b = 0 without memory.
+        """
+        # One Q-Former pass over every frame of the batch, then split back.
+        chunks, counts = [], []
+        for b, (cur, prev, bucket) in enumerate(zip(clip_patches, earlier_patches, buckets)):
+            if len(cur) == 0:
+                raise ValueError(f"batch sample {b}: the clip has no kept frames; every clip needs at least one")
+            if not 0 <= bucket < self.cfg.num_position_buckets:
+                raise ValueError(f"batch sample {b}: position bucket {bucket} outside "
+                                 f"0..{self.cfg.num_position_buckets - 1}")
+            chunks.append(cur)
+            prev = prev if (self.cfg.use_memory and prev is not None) else cur[:0]
+            chunks.append(prev)
+            counts += [len(cur), len(prev)]
+        queries = self.encode_frames(torch.cat(chunks)).split(counts)            # each (F, Q, H)
+        out = []
+        for b, bucket in enumerate(buckets):
+            cur, prev = queries[2 * b], queries[2 * b + 1]
+            if self.clip_pos is not None:
+                cur = cur + self.clip_pos.weight[bucket]                           # (F, Q, H) + (H,)
+            tokens = cur.flatten(0, 1)                                             # (F*Q, H)
+            if len(prev):
+                tokens = torch.cat([self.memory(prev).flatten(0, 1), tokens])      # (M'*Q + F*Q, H)
+            out.append(self.projector(tokens))                                     # (M'*Q + F*Q, D)
+        return out
+
+    def load_qformer(self, path_or_file: str | Path) -> None:
+        """Load BLIP-2 Q-Former weights (transformers folder or LAVIS .pth) into this encoder."""
+        state, query_tokens = load_qformer(path_or_file, self.qformer.config)
+        self.qformer.load_state_dict(state, strict=True)
+        if query_tokens is not None:
+            if query_tokens.shape != self.query_tokens.shape:
+                raise ValueError(f"{path_or_file}: query_tokens have shape {tuple(query_tokens.shape)}, "
+                                 f"the config asks for {tuple(self.query_tokens.shape)}")
+            with torch.no_grad():
+                self.query_tokens.copy_(query_tokens)
+
+
+# -- samples and batches ------------------------------------------------------------
+
+@dataclass
+class ClipSample:
+    prefix_ids: torch.Tensor        # (Lp,) long
+    suffix_ids: torch.Tensor        # (Ls,) long
+    target_ids: torch.Tensor        # (Lt,) long, ends with EOS; (0,) at generation time
+    clip_patches: torch.Tensor      # (F, P, W) kept frames of this clip
+    earlier_patches: torch.Tensor   # (F_prev, P, W) kept frames of the earlier clips; F_prev may be 0
+    bucket: int                     # clip-position bucket
+
+
+@dataclass
+class ClipBatch:
+    samples: list[ClipSample]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def to(self, device: torch.device | str) -> "ClipBatch":
+        return ClipBatch([ClipSample(s.prefix_ids.to(device), s.suffix_ids.to(device), s.target_ids.to(device),
+                                     s.clip_patches.to(device), s.earlier_patches.to(device), s.bucket)
+                          for s in self.samples])
+
+
+def _ids(tokenizer, text: str) -> torch.Tensor:
+    return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+
+
+def encode_sample(tokenizer, prompt: ClipPrompt, clip_patches: torch.Tensor,
+                  earlier_patches: torch.Tensor | None, bucket: int, with_target: bool = True) -> ClipSample:
+    """Tokenise a prompt's three parts (no special tokens; EOS appended to the target)."""
+    if earlier_patches is None:
+        earlier_patches = clip_patches[:0]
+    target = torch.cat([_ids(tokenizer, prompt.target), torch.tensor([tokenizer.eos_token_id])]) \
+        if with_target else torch.zeros(0, dtype=torch.long)
+    return ClipSample(_ids(tokenizer, prompt.prefix), _ids(tokenizer, prompt.suffix), target,
+                      clip_patches, earlier_patches, int(bucket))
+
+
+def collate(samples: list[ClipSample]) -> ClipBatch:
+    """Group samples for :meth:`VideoNarrator.forward`; checks they fit together.
+
+    Samples stay ragged: the model pads after embedding (right padding for
+    training, left for generation, see :func:`pad_embeds`).
+    """
+    if not samples:
+        raise ValueError("cannot collate an empty batch")
+    shape = samples[0].clip_patches.shape[1:]
+    for i, s in enumerate(samples):
+        for name in ("clip_patches", "earlier_patches"):
+            t = getattr(s, name)
+            if t.dim() != 3 or t.shape[1:] != shape:
+                raise ValueError(f"batch sample {i}: {name} has shape {tuple(t.shape)}, "
+                                 f"expected (frames, {shape[0]}, {shape[1]}) like sample 0")
+    return ClipBatch(list(samples))
+
+
+def pad_embeds(seqs: list[torch.Tensor], side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad B sequences (L_b, D) with zeros -> (B, T, D) embeddings and (B, T) attention mask."""
+    if side not in ("left", "right"):
+        raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
+    T = max(len(s) for s in seqs)
+    x = seqs[0].new_zeros(len(seqs), T, seqs[0].shape[-1])
+    mask = torch.zeros(len(seqs), T, dtype=torch.long, device=x.device)
+    for b, s in enumerate(seqs):
+        span = slice(T - len(s), T) if side == "left" else slice(0, len(s))
+        x[b, span] = s
+        mask[b, span] = 1
+    return x, mask
+
+
+def target_positions(lengths: list[int], target_lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) of the hidden states that predict the target tokens of right-padded sequences.
+
+    Sample b's target fills positions [L_b - Lt_b, L_b); the hidden state at
+    position t predicts token t+1, so its predictors sit at [L_b - Lt_b - 1, L_b - 1).
+    Built from positions only, never from token ids.
+    """
+    rows, cols = [], []
+    for b, (L, Lt) in enumerate(zip(lengths, target_lengths)):
+        if Lt >= L:
+            raise ValueError(f"batch sample {b}: the target ({Lt} tokens) must follow a non-empty prompt")
+        cols.append(torch.arange(L - Lt - 1, L - 1))
+        rows.append(torch.full((Lt,), b))
+    return torch.cat(rows), torch.cat(cols)
+
+
+# -- the whole model -------------------------------------------------------------------
+
+class VideoNarrator(nn.Module):
+    def __init__(self, cfg: VideoNarratorConfig, llm: nn.Module, tokenizer):
+        super().__init__()
+        D = llm.config.hidden_size
+        if cfg.llm_dim not in (0, D):
+            raise ValueError(f"config llm_dim {cfg.llm_dim} does not match the LLM's hidden size {D}; "
+                             f"was this narrator trained on another LLM?")
+        self.cfg = cfg = replace(cfg, llm_dim=D)  # a copy: profiles stay untouched
+        self.visual = VisualEncoder(cfg) if cfg.use_video else None
+        self.llm = llm                  # peft model: base weights frozen, LoRA trainable
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_llm(cls, cfg: VideoNarratorConfig, llm_path: str | Path, lora: LoraSettings = LoraSettings(),
+                 dtype: torch.dtype = torch.float32, trust_remote_code: bool = False) -> "VideoNarrator":
+        """A new narrator: a fresh visual side and LoRA adapter on the LLM in ``llm_path``."""
+        llm, tokenizer = load_llm(llm_path, lora=lora, dtype=dtype, trust_remote_code=trust_remote_code)
+        return cls(cfg, llm, tokenizer)
+
+    # The Hugging Face model under the peft wrapper, its decoder stack and its output head.
+    def _hf(self) -> nn.Module:
+        return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+
+    def decoder(self) -> nn.Module:
+        hf = self._hf()
+        return getattr(hf, hf.base_model_prefix)
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """(L,) token ids -> (L, D) input embeddings."""
+        return self._hf().get_input_embeddings()(ids)
+
+    def build_inputs_embeds(self, batch: ClipBatch, with_target: bool = True) -> list[torch.Tensor]:
+        """Per-sample embedding sequences [prefix][visual][suffix](+[target]), each (L_b, D).
+
+        For generation pass ``with_target=False`` and pad on the left with
+        :func:`pad_embeds` (``side="left"``).
+        """
+        visual = [None] * len(batch)
+        if self.visual is not None:
+            visual = self.visual([s.clip_patches for s in batch.samples],
+                                 [s.earlier_patches for s in batch.samples],
+                                 [s.bucket for s in batch.samples])
+        seqs = []
+        for s, v in zip(batch.samples, visual):
+            ids = [s.prefix_ids, s.suffix_ids] + ([s.target_ids] if with_target else [])
+            text = self.embed_tokens(torch.cat(ids)).split([len(t) for t in ids])  # one lookup per sample
+            parts = [text[0]] + ([v.to(text[0].dtype)] if v is not None else []) + list(text[1:])
+            seqs.append(torch.cat(parts))
+        return seqs
+
+    def forward(self, batch: ClipBatch) -> torch.Tensor:
+        """Mean cross-entropy over all target tokens of the batch (scalar)."""
+        seqs = self.build_inputs_embeds(batch)                                  # B x (L_b, D)
+        x, mask = pad_embeds(seqs, side="right")                                # (B, T, D), (B, T)
+        rows, cols = target_positions([len(s) for s in seqs], [len(s.target_ids) for s in batch.samples])
+        labels = torch.cat([s.target_ids for s in batch.samples]).to(x.device)  # (N,)
+        hidden = self.decoder()(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state  # (B, T, D)
+        logits = self._hf().get_output_embeddings()(hidden[rows, cols])        # (N, V): the head on targets only
+        return F.cross_entropy(logits.float(), labels)
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """Q-Former, query tokens, position embeddings, projector (``visual.*``) and LoRA (``llm.*``)."""
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    # -- persistence -------------------------------------------------------------------
+
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        """config.json + visual.safetensors + adapter/ (peft), written atomically."""
+        from safetensors.torch import save_file
+        out_dir = Path(out_dir)
+        with atomic_path(out_dir) as tmp:
+            tmp.mkdir()
+            write_json(tmp / "config.json", self.cfg.to_dict())
+            if self.visual is not None:
+                save_file({k: v.detach().contiguous() for k, v in self.visual.state_dict().items()},
+                          str(tmp / "visual.safetensors"))
+            self.llm.save_pretrained(str(tmp / "adapter"))
+        return out_dir
+
+    @classmethod
+    def from_pretrained(cls, in_dir: str | Path, llm_path: str | Path, dtype: torch.dtype = torch.float32,
+                        trainable: bool = False, trust_remote_code: bool = False) -> "VideoNarrator":
+        """Load a saved narrator on top of the base LLM in ``llm_path`` (eval mode unless ``trainable``)."""
+        from safetensors.torch import load_file
+        in_dir = Path(in_dir)
+        if not (in_dir / "config.json").exists():
+            raise FileNotFoundError(f"{in_dir} is not a saved VideoNarrator (config.json missing); "
+                                    f"train one first or check the path")
+        cfg = VideoNarratorConfig.from_dict(read_json(in_dir / "config.json"))
+        llm, tokenizer = load_llm(llm_path, lora=None, dtype=dtype, adapter_dir=in_dir / "adapter",
+                                  trainable=trainable, trust_remote_code=trust_remote_code)
+        model = cls(cfg, llm, tokenizer)
+        if model.visual is not None:
+            weights = in_dir / "visual.safetensors"
+            if not weights.exists():
+                raise FileNotFoundError(f"{weights} is missing; the saved narrator is incomplete")
+            model.visual.load_state_dict(load_file(str(weights)), strict=True)
+            model.visual.requires_grad_(trainable)
+        return model.train(trainable)

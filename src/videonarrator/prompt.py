@@ -1,0 +1,176 @@
+"""The hand-written prompt of one clip, and parsing of what the model writes.
+
+A training sample (and a generation step) is laid out as
+
+    [PREFIX]  product name, knowledge fields and items, "use only the facts above",
+              the story so far (earlier narrations, numbered)
+    [VISUAL]  memory tokens + this clip's tokens          (embeddings, see model.py)
+    [SUFFIX]  "Clip i/n, d seconds, write lo-hi words."  (+ "Label: ..." in given mode)
+    [TARGET]  given mode: the narration + EOS
+              generated mode: "Label: ...\\nNarration: ..." + EOS
+
+The prefix of clip i+1 is the prefix of clip i plus one story line, so at
+generation time the key/value cache of a video's text prefix can be extended
+clip by clip instead of recomputed.  The prompt states no visible fact (colour,
+shape, action) unless the product knowledge does: those must come from the
+frames.  A short hand-written format is used instead of a chat template (SmolLM2's
+template adds a long system prompt).  All strings live in :data:`TEMPLATES`,
+one entry per language.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .labels import format_labels, parse_labels
+from .schema import Video
+
+MODES = ("given", "generated")
+
+
+@dataclass(frozen=True)
+class Template:
+    product: str        # "{name}"
+    knowledge: str      # header line before the fields
+    field: str          # "{field}", "{items}"
+    item_sep: str
+    only_facts: str
+    story: str          # header line before the earlier narrations
+    story_line: str     # "{i}", "{text}"
+    clip: str           # "{i}", "{n}", "{seconds}", "{lo}", "{hi}"
+    label: str          # "Label:" marker (no trailing space)
+    narration: str      # "Narration:" marker
+    space: str          # between a marker and its value
+
+
+TEMPLATES: dict[str, Template] = {
+    "en": Template(
+        product="Product: {name}\n",
+        knowledge="Product knowledge:\n",
+        field="- {field}: {items}\n",
+        item_sep="; ",
+        only_facts="Use only the facts above.\n",
+        story="Story so far:\n",
+        story_line="{i}. {text}\n",
+        clip="\nClip {i}/{n}, {seconds} seconds, write {lo}-{hi} words.\n",
+        label="Label:",
+        narration="Narration:",
+        space=" ",
+    ),
+    "zh": Template(
+        product="商品：{name}\n",
+        knowledge="商品知识：\n",
+        field="- {field}：{items}\n",
+        item_sep="；",
+        only_facts="只能使用上面的信息。\n",
+        story="前文解说：\n",
+        story_line="{i}. {text}\n",
+        clip="\n第{i}/{n}段，{seconds}秒，写{lo}-{hi}字。\n",
+        label="标签：",
+        narration="解说：",
+        space="",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ClipPrompt:
+    prefix: str   # text before the visual tokens (shared, append-only, across a video's clips)
+    suffix: str   # text between the visual tokens and the target
+    target: str   # what the model learns to write (EOS is appended by the tokenising step)
+
+    def text(self, visual: str = "") -> str:
+        """The whole sample as text, with ``visual`` standing in for the visual tokens (for display)."""
+        return self.prefix + visual + self.suffix + self.target
+
+
+def _one_line(text: str) -> str:
+    # Narrations are single lines: the parser stops at the first newline.
+    return " ".join(text.split())
+
+
+def _seconds(d: float) -> str:
+    return f"{d:.1f}".removesuffix(".0")
+
+
+def _template(language: str) -> Template:
+    if language not in TEMPLATES:
+        raise ValueError(f"no prompt template for language {language!r}; known: {', '.join(TEMPLATES)}")
+    return TEMPLATES[language]
+
+
+def build_prefix(video: Video, story_so_far: list[str], language: str | None = None) -> str:
+    """Product, knowledge, the instruction and the numbered story so far."""
+    t = _template(language or video.language)
+    parts = [t.product.format(name=video.product.name), t.knowledge]
+    for name, items in video.product.knowledge.items():
+        parts.append(t.field.format(field=name, items=t.item_sep.join(_one_line(x) for x in items)))
+    parts += [t.only_facts, t.story]
+    parts += [t.story_line.format(i=i + 1, text=_one_line(s)) for i, s in enumerate(story_so_far)]
+    return "".join(parts)
+
+
+def build_clip_prompt(video: Video, clip_index: int, mode: str = "given",
+                      story_so_far: list[str] | None = None, language: str | None = None) -> ClipPrompt:
+    """The prompt of clip ``clip_index``.
+
+    ``story_so_far``: the narrations of the earlier clips (default: their
+    reference narrations, i.e. teacher forcing; at generation time pass the
+    model's own).  ``mode``: "given" puts the clip's labels in the suffix;
+    "generated" makes them part of the target.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown prompt mode {mode!r}; expected one of {MODES}")
+    if not 0 <= clip_index < len(video.clips):
+        raise IndexError(f"video {video.id!r} has {len(video.clips)} clips; no clip {clip_index}")
+    language = language or video.language
+    t = _template(language)
+    clip = video.clips[clip_index]
+    if story_so_far is None:
+        story_so_far = [c.narration for c in video.clips[:clip_index]]
+    if len(story_so_far) != clip_index:
+        raise ValueError(f"video {video.id!r} clip {clip_index}: story_so_far has {len(story_so_far)} "
+                         f"narrations, expected one per earlier clip ({clip_index})")
+    lo, hi = clip.window
+    suffix = t.clip.format(i=clip_index + 1, n=len(video.clips), seconds=_seconds(clip.duration), lo=lo, hi=hi)
+    label_line = f"{t.label}{t.space}{format_labels(clip.labels, language)}\n"
+    narration = _one_line(clip.narration)
+    if mode == "given":
+        # The narration follows "Narration:" on the same line, after the usual space.
+        suffix += label_line + t.narration
+        target = t.space + narration
+    else:
+        target = f"{label_line}{t.narration}{t.space}{narration}"
+    return ClipPrompt(prefix=build_prefix(video, story_so_far, language), suffix=suffix, target=target)
+
+
+def _marker(word: str) -> re.Pattern:
+    # "Label:" / "Label :" / "label：" at the start of a line
+    return re.compile(r"^\s*" + re.escape(word.rstrip(":：")) + r"\s*[:：]\s*", re.IGNORECASE)
+
+
+def parse_generated(text: str, mode: str = "given", language: str = "en") -> tuple[list[str] | None, str]:
+    """Split the model's output into ``(labels, narration)``; never raises on junk.
+
+    Labels (generated mode only; None in given mode): the first "Label:" line,
+    None if it is missing or names an unknown label.  Narration: the first
+    "Narration:" line's value, else the first non-empty line that is not a
+    label line ("" if none).  Narrations are one line, so the rest is dropped.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown prompt mode {mode!r}; expected one of {MODES}")
+    t = _template(language)
+    label_re, narration_re = _marker(t.label), _marker(t.narration)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    labels = None
+    label_lines = [line for line in lines if label_re.match(line)]
+    if mode == "generated" and label_lines:
+        try:
+            labels = parse_labels(label_re.sub("", label_lines[0]), language)
+        except ValueError:
+            labels = None
+    marked = [narration_re.sub("", line) for line in lines if narration_re.match(line)]
+    marked = [value for value in marked if value]
+    plain = [line for line in lines if not (label_re.match(line) or narration_re.match(line))]
+    narration = marked[0] if marked else (plain[0] if plain else "")
+    return labels, narration.strip()

@@ -1,0 +1,294 @@
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from videonarrator.llm import LoraSettings, make_tiny_llm
+from videonarrator.model import (PAPER_PROFILE, ClipBatch, VideoNarrator, VideoNarratorConfig, VisualEncoder,
+                                 clip_bucket, collate, encode_sample, pad_embeds, position_bucket,
+                                 target_positions)
+from videonarrator.prompt import build_clip_prompt
+from videonarrator.schema import Clip, Product, Video
+
+P, W, Q = 5, 16, 4          # patches per frame, vision width, query tokens
+CFG = VideoNarratorConfig(vision_width=W, num_patches=P, qformer_hidden=16, qformer_layers=2, qformer_heads=2,
+                          num_query_tokens=Q)
+LORA = LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
+
+
+def make_video() -> Video:
+    narr = ["Dry skin all winter?", "Meet the aloe cream.", "Grab it today."]
+    clips = [Clip(index=i, start=3.0 * i, end=3.0 * (i + 1), window=(2, 8), labels=["pain_point"], narration=n)
+             for i, n in enumerate(narr)]
+    return Video(id="v1", product=Product("Aloe Cream", {"ingredients": ["aloe vera", "vitamin E"]}), clips=clips)
+
+
+@pytest.fixture(scope="module")
+def llm_dir(tmp_path_factory):
+    v = make_video()
+    corpus = [build_clip_prompt(v, i, mode=m).text() for i in range(3) for m in ("given", "generated")] * 10
+    return make_tiny_llm(tmp_path_factory.mktemp("llm") / "tiny", corpus)
+
+
+def build(llm_dir, seed=0, **overrides) -> VideoNarrator:
+    torch.manual_seed(seed)
+    return VideoNarrator.from_llm(replace(CFG, **overrides), llm_dir, lora=LORA)
+
+
+def frames(n: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, P, W, generator=torch.Generator().manual_seed(seed))
+
+
+def make_batch(model: VideoNarrator, clips=(0, 2), mode="given") -> ClipBatch:
+    v = make_video()
+    clip_frames = [frames(2, 10), frames(3, 11), frames(1, 12)]
+    samples = [encode_sample(model.tokenizer, build_clip_prompt(v, i, mode=mode), clip_frames[i],
+                             torch.cat(clip_frames[:i]) if i else None, clip_bucket(v, i)) for i in clips]
+    return collate(samples)
+
+
+# -- configuration and small helpers ----------------------------------------------------
+
+def test_position_bucket():
+    assert position_bucket(0, 2, 100) == 1          # midpoint 1 s of 100 s -> 1 %
+    assert position_bucket(98, 100, 100) == 99
+    assert position_bucket(99.9, 100, 100) == 99     # clamped, never 100
+    assert position_bucket(0, 10, 10) == 50
+    assert clip_bucket(make_video(), 2) == 83        # midpoint 7.5 s of 9 s
+    with pytest.raises(ValueError, match="duration"):
+        position_bucket(0, 1, 0)
+
+
+def test_config_round_trip_and_unknown_key():
+    cfg = replace(CFG, memory_frames=3, use_position=False, llm_dim=32)
+    assert VideoNarratorConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="qformer_width"):
+        VideoNarratorConfig.from_dict({**cfg.to_dict(), "qformer_width": 3})
+
+
+def test_paper_profile_builds_on_meta_device():
+    cfg = replace(PAPER_PROFILE["model"], llm_dim=4096)
+    with torch.device("meta"):
+        enc = VisualEncoder(cfg)
+    qf = enc.qformer.config
+    assert (qf.hidden_size, qf.num_hidden_layers, qf.encoder_hidden_size) == (768, 12, 1024)
+    assert enc.query_tokens.shape == (1, 32, 768) and enc.query_tokens.is_meta
+    assert enc.clip_pos.weight.shape == (100, 768) and enc.patch_pos is None
+    assert enc.projector.weight.shape == (4096, 768)
+    assert 90e6 < sum(p.numel() for p in enc.parameters()) < 120e6   # BLIP-2's query-side Q-Former ~ 105M
+    lora = PAPER_PROFILE["lora"]
+    assert (lora.r, lora.alpha, lora.dropout, lora.target_modules) == (64, 16, 0.05, "all-linear")
+    assert cfg.num_patches == 256 and cfg.memory_frames == 1   # ViT-L/14 @224: 16x16 patch tokens, CLS excluded
+
+
+def test_pad_and_target_positions():
+    a, b = torch.ones(3, 2), 2 * torch.ones(1, 2)
+    x, m = pad_embeds([a, b], side="left")
+    assert m.tolist() == [[1, 1, 1], [0, 0, 1]] and x[1, 2].tolist() == [2, 2] and x[1, 0].tolist() == [0, 0]
+    x, m = pad_embeds([a, b], side="right")
+    assert m.tolist() == [[1, 1, 1], [1, 0, 0]]
+    rows, cols = target_positions([6, 4], [2, 3])
+    assert rows.tolist() == [0, 0, 1, 1, 1] and cols.tolist() == [3, 4, 0, 1, 2]
+    with pytest.raises(ValueError, match="non-empty prompt"):
+        target_positions([3], [3])
+
+
+def test_collate_rejects_mismatched_frames(llm_dir):
+    model = build(llm_dir)
+    good = make_batch(model).samples[0]
+    bad = replace(good, clip_patches=torch.randn(2, P + 1, W))
+    with pytest.raises(ValueError, match=r"batch sample 1: clip_patches has shape \(2, 6, 16\)"):
+        collate([good, bad])
+
+
+# -- what the switches change ------------------------------------------------------------------
+
+def visual_len(model, clip_frames, earlier, bucket=10) -> int:
+    return len(model.visual([clip_frames], [earlier], [bucket])[0])
+
+
+def test_memory_switch_and_groups(llm_dir):
+    model = build(llm_dir).eval()
+    cur, prev = frames(3, 1), frames(5, 2)
+    assert visual_len(model, cur, prev) == Q + 3 * Q                # all earlier frames -> one frame of queries
+    assert visual_len(model, cur, None) == 3 * Q                    # first clip: no memory
+    assert visual_len(model, cur, prev[:0]) == 3 * Q
+    assert visual_len(build(llm_dir, memory_frames=2).eval(), cur, prev) == 2 * Q + 3 * Q
+    assert visual_len(build(llm_dir, memory_frames=9).eval(), cur, prev) == 5 * Q + 3 * Q  # fewer frames than groups
+    off = build(llm_dir, use_memory=False).eval()
+    assert visual_len(off, cur, prev) == 3 * Q
+    with torch.no_grad():
+        # memory off: the earlier frames cannot matter at all
+        assert torch.equal(off.visual([cur], [prev], [5])[0], off.visual([cur], [frames(5, 3)], [5])[0])
+        # memory on: the memory tokens are the projected mean of the earlier frames' query outputs, placed first
+        out = model.visual([cur], [prev], [5])[0]
+        mem = model.visual.projector(model.visual.encode_frames(prev).mean(0))
+        torch.testing.assert_close(out[:Q], mem)
+        torch.testing.assert_close(out[Q:], model.visual([cur], [None], [5])[0])
+
+
+def test_position_switch(llm_dir):
+    cur, prev = frames(2, 1), frames(2, 2)
+    on = build(llm_dir).eval()
+    off = build(llm_dir, use_position=False).eval()
+    assert off.visual.clip_pos is None
+    with torch.no_grad():
+        a, b = on.visual([cur, cur], [prev, prev], [3, 90])
+        assert not torch.allclose(a[Q:], b[Q:])      # the clip's tokens carry its position...
+        assert torch.equal(a[:Q], b[:Q])             # ...the memory tokens do not (documented choice)
+        a, b = off.visual([cur, cur], [prev, prev], [3, 90])
+        assert torch.equal(a, b)
+        with pytest.raises(ValueError, match="bucket 100"):
+            on.visual([cur], [prev], [100])
+
+
+def test_patch_position_switch(llm_dir):
+    on = build(llm_dir).eval()
+    off = build(llm_dir, patch_pos_embed=False).eval()
+    assert on.visual.patch_pos.shape == (P, W) and off.visual.patch_pos is None
+    x = frames(2, 4)
+    with torch.no_grad():
+        base = on.visual.encode_frames(x)
+        on.visual.patch_pos.add_(1.0)
+        assert not torch.allclose(base, on.visual.encode_frames(x))   # it reaches the Q-Former input
+
+
+def test_video_switch_is_text_only(llm_dir):
+    model = build(llm_dir, use_video=False).eval()
+    assert model.visual is None
+    assert all(n.startswith("llm.") and "lora_" in n for n in model.trainable_parameters())
+    batch = make_batch(model)
+    seqs = model.build_inputs_embeds(batch)
+    for s, seq in zip(batch.samples, seqs):
+        assert len(seq) == len(s.prefix_ids) + len(s.suffix_ids) + len(s.target_ids)
+        torch.testing.assert_close(seq, model.embed_tokens(torch.cat([s.prefix_ids, s.suffix_ids, s.target_ids])))
+    with torch.no_grad():
+        changed = ClipBatch([replace(s, clip_patches=s.clip_patches + 5) for s in batch.samples])
+        assert torch.equal(model(batch), model(changed))     # frames cannot matter
+
+
+def test_inputs_layout_with_video(llm_dir):
+    model = build(llm_dir).eval()
+    batch = make_batch(model, clips=(2,))
+    s = batch.samples[0]
+    with torch.no_grad():
+        seq = model.build_inputs_embeds(batch)[0]
+        vis = model.visual([s.clip_patches], [s.earlier_patches], [s.bucket])[0]
+    lp, lv, ls = len(s.prefix_ids), len(vis), len(s.suffix_ids)
+    assert lv == Q + 1 * Q                                          # memory (5 earlier frames) + 1 kept frame
+    assert len(seq) == lp + lv + ls + len(s.target_ids)
+    torch.testing.assert_close(seq[:lp], model.embed_tokens(s.prefix_ids))
+    torch.testing.assert_close(seq[lp:lp + lv], vis)
+    torch.testing.assert_close(seq[lp + lv:lp + lv + ls], model.embed_tokens(s.suffix_ids))
+    assert s.target_ids[-1].item() == model.tokenizer.eos_token_id
+    no_target = model.build_inputs_embeds(batch, with_target=False)[0]
+    assert len(no_target) == lp + lv + ls
+
+
+# -- loss and gradients ---------------------------------------------------------------------------
+
+def hand_loss(model, batch) -> torch.Tensor:
+    """Cross-entropy over the target tokens, from the full LM logits of each sample on its own."""
+    total, count = 0.0, 0
+    for seq, s in zip(model.build_inputs_embeds(batch), batch.samples):
+        logits = model.llm(inputs_embeds=seq[None]).logits[0]        # (L, V), no padding at all
+        Lt = len(s.target_ids)
+        total = total + F.cross_entropy(logits[-Lt - 1:-1], s.target_ids, reduction="sum")
+        count += Lt
+    return total / count
+
+
+def test_loss_is_cross_entropy_on_targets_only(llm_dir):
+    model = build(llm_dir).eval()
+    batch = make_batch(model, clips=(0, 1, 2), mode="generated")
+    with torch.no_grad():
+        loss = model(batch)
+        torch.testing.assert_close(loss, hand_loss(model, batch), rtol=1e-5, atol=1e-5)
+        # The prefix may contain the pad/eos id (SmolLM2: pad == eos): the loss is still over the same
+        # target positions (a pad-id mask would drop these tokens and the final EOS of the target).
+        eos = model.tokenizer.eos_token_id
+        with_eos = ClipBatch([replace(s, prefix_ids=torch.cat([s.prefix_ids, torch.tensor([eos, eos])]))
+                              for s in batch.samples])
+        torch.testing.assert_close(model(with_eos), hand_loss(model, with_eos), rtol=1e-5, atol=1e-5)
+        # Changing the prompt changes the context, never which tokens are scored: the target log-probs of
+        # the first sample are unaffected by other samples (no leakage through padding).
+        single = ClipBatch(batch.samples[:1])
+        torch.testing.assert_close(model(single), hand_loss(model, single), rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_reach_trainable_parts_only(llm_dir):
+    model = build(llm_dir).train()
+    with torch.no_grad():   # LoRA B starts at zero, which would zero A's gradient: start from a non-trivial point
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.1)
+    batch = make_batch(model)
+    model(batch).backward()
+    names = model.trainable_parameters()
+    groups = {"visual.qformer.": 0, "visual.query_tokens": 0, "visual.patch_pos": 0, "visual.clip_pos": 0,
+              "visual.projector.": 0, "lora_A": 0, "lora_B": 0}
+    for n, p in names.items():
+        assert n.startswith("visual.") or "lora_" in n, n
+        for key in groups:
+            if key in n and p.grad is not None and p.grad.abs().sum() > 0:
+                groups[key] += 1
+    assert all(groups.values()), groups
+    frozen = [(n, p) for n, p in model.named_parameters() if not n.startswith("visual.") and "lora_" not in n]
+    assert frozen and all(not p.requires_grad and p.grad is None for _, p in frozen)
+    # only the used buckets' rows of the clip-position table get a gradient
+    used = {s.bucket for s in batch.samples}
+    rows = model.visual.clip_pos.weight.grad.abs().sum(1).nonzero().flatten().tolist()
+    assert set(rows) == used
+
+
+# -- persistence and generation ---------------------------------------------------------------
+
+def test_save_load_round_trip(llm_dir, tmp_path):
+    model = build(llm_dir, seed=3, memory_frames=2)
+    with torch.no_grad():
+        for p in model.trainable_parameters().values():
+            p.add_(0.05 * torch.randn_like(p))
+    model.eval()
+    batch = make_batch(model, clips=(1, 2))
+    with torch.no_grad():
+        loss = model(batch)
+    model.save_pretrained(tmp_path / "narrator")
+    assert {p.name for p in (tmp_path / "narrator").iterdir()} == {"config.json", "visual.safetensors", "adapter"}
+    again = VideoNarrator.from_pretrained(tmp_path / "narrator", llm_dir)
+    assert again.cfg == model.cfg and not again.training
+    theirs = dict(again.named_parameters())
+    assert set(theirs) == set(dict(model.named_parameters()))
+    for n, p in model.named_parameters():
+        assert torch.equal(p, theirs[n]), n
+    with torch.no_grad():
+        assert torch.equal(again(batch), loss)
+    trainable = VideoNarrator.from_pretrained(tmp_path / "narrator", llm_dir, trainable=True)
+    assert set(trainable.trainable_parameters()) == set(model.trainable_parameters())
+    with pytest.raises(FileNotFoundError, match="config.json missing"):
+        VideoNarrator.from_pretrained(tmp_path / "nothing", llm_dir)
+
+
+def test_left_padded_generate_matches_one_by_one(llm_dir):
+    model = build(llm_dir).eval()
+    batch = make_batch(model, clips=(0, 2))
+    eos = model.tokenizer.eos_token_id
+    kw = dict(max_new_tokens=4, do_sample=False, eos_token_id=eos, pad_token_id=eos)
+    with torch.no_grad():
+        seqs = model.build_inputs_embeds(batch, with_target=False)
+        x, mask = pad_embeds(seqs, side="left")
+        together = model.llm.generate(inputs_embeds=x, attention_mask=mask, **kw)
+        for b, seq in enumerate(seqs):
+            alone = model.llm.generate(inputs_embeds=seq[None], attention_mask=torch.ones(1, len(seq)), **kw)
+            assert together[b, :alone.shape[1]].tolist() == alone[0].tolist()
+
+
+def test_load_pretrained_qformer_into_encoder(llm_dir, tmp_path):
+    from transformers import Blip2QFormerModel
+    model = build(llm_dir)
+    torch.manual_seed(7)
+    ref = Blip2QFormerModel(model.visual.qformer.config)
+    ref.save_pretrained(tmp_path / "qformer")
+    model.visual.load_qformer(tmp_path / "qformer")
+    for k, v in ref.state_dict().items():
+        assert torch.equal(model.visual.qformer.state_dict()[k], v), k
