@@ -64,3 +64,9 @@ def kept_ratio(kept_counts: Sequence[int], total_counts: Sequence[int]) -> float
     if total == 0:
         raise ValueError("kept_ratio needs at least one frame in total_counts")
     return sum(kept_counts) / total
+
+
+def kept_ratio_curve(pooled_per_clip: Sequence[torch.Tensor], taus: Sequence[float]) -> list[float]:
+    """Kept ratio over all clips at each threshold (for the 'kept ratio vs tau' plot)."""
+    totals = [len(p) for p in pooled_per_clip]
+    return [kept_ratio([len(compress_frames(p, tau)) for p in pooled_per_clip], totals) for tau in taus]

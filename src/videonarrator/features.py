@@ -322,6 +322,15 @@ def features_path(out_dir: str | Path, video_id: str) -> Path:
     return Path(out_dir) / f"{video_id}.safetensors"
 
 
+def prune_features(out_dir: str | Path, keep_ids: Iterable[str]) -> int:
+    """Delete feature files of videos no longer in the dataset; return how many."""
+    keep = {features_path(out_dir, i).name for i in keep_ids}
+    stale = [p for p in Path(out_dir).glob("*.safetensors") if p.name not in keep]
+    for p in stale:
+        p.unlink()
+    return len(stale)
+
+
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

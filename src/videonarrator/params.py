@@ -41,7 +41,22 @@ def positive_number() -> Spec:
     return Spec((int, float), lambda v: v > 0, "a number > 0")
 
 
-# section -> key -> spec.  Sections are the DVC stages plus `common`.
+def boolean() -> Spec:
+    return Spec(bool, allowed="true or false")
+
+
+def str_list(*options: str) -> Spec:
+    def ok(v):
+        return isinstance(v, list) and all(isinstance(x, str) and (not options or x in options) for x in v)
+    words = f"a list of {', '.join(repr(o) for o in options)}" if options else "a list of strings"
+    return Spec(list, ok, words)
+
+
+def optional_str() -> Spec:
+    return Spec(str, lambda v: bool(v), "a non-empty string or null", optional=True)
+
+
+# section -> key -> spec.  Sections are the DVC stages plus shared ones.
 SCHEMA: dict[str, dict[str, Spec]] = {
     "common": {
         "seed": Spec(int, lambda v: v >= 0, "an integer >= 0"),
@@ -61,6 +76,49 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "min_shot_s": positive_number(),
         "boundary_tolerance_s": positive_number(),
     },
+    "features": {
+        "tower": Spec(str, bool, "an open_clip model name or local-dir:/path"),
+        "pretrained": optional_str(),
+        "image_size": Spec(int, lambda v: v >= 16, "an integer >= 16 or null", optional=True),
+        "batch_size": positive_int(),
+    },
+    "llm": {
+        "path": Spec(str, bool, "a local model folder"),
+        "trust_remote_code": boolean(),
+    },
+    "model": {
+        "num_query_tokens": positive_int(),
+        "qformer_hidden": positive_int(),
+        "qformer_layers": positive_int(),
+        "qformer_heads": positive_int(),
+        "patch_pos_embed": boolean(),
+        "memory_frames": positive_int(),
+        "tau": positive_number(),
+        "lora_r": positive_int(),
+        "lora_alpha": positive_number(),
+        "lora_dropout": fraction(),
+        "lora_targets": Spec((list, str), lambda v: v == "all-linear" or (isinstance(v, list) and v and all(isinstance(x, str) for x in v)),
+                             "a list of module names or 'all-linear'"),
+    },
+    "train": {
+        "steps": positive_int(),
+        "batch_size": positive_int(),
+        "grad_accum": positive_int(),
+        "lr_lora": positive_number(),
+        "lr_visual": positive_number(),
+        "warmup_steps": Spec(int, lambda v: v >= 0, "an integer >= 0"),
+        "weight_decay": Spec((int, float), lambda v: v >= 0, "a number >= 0"),
+        "max_grad_norm": positive_number(),
+        "checkpoint_every": Spec(int, lambda v: v >= 0, "an integer >= 0 (0: no checkpoints)"),
+        "eval_every": positive_int(),
+        "eval_clips": positive_int(),
+        "length_grouping": boolean(),
+        "precision": choice("auto", "fp32", "bf16", "fp16"),
+        "modes": str_list("given", "generated"),
+    },
+    "baselines": {
+        "systems": str_list("text_only", "no_position", "no_memory", "no_compression"),
+    },
 }
 
 # Cross-key rules: (keys involved, check on the section, message).
@@ -71,6 +129,11 @@ RULES: list[tuple[str, Callable[[dict], bool], str]] = [
      "prepare.val_fraction + prepare.test_fraction must be < 1 (something must be left to train on)"),
     ("prepare", lambda p: p["min_shot_s"] <= p["min_clip_s"],
      "prepare.min_shot_s must be <= prepare.min_clip_s, or real cuts between short clips are missed"),
+    ("model", lambda p: p["qformer_hidden"] % p["qformer_heads"] == 0,
+     "model.qformer_hidden must be divisible by model.qformer_heads"),
+    ("train", lambda p: len(p["modes"]) > 0, "train.modes must list at least one of 'given', 'generated'"),
+    ("train", lambda p: p["batch_size"] % p["grad_accum"] == 0,
+     "train.batch_size must be divisible by train.grad_accum"),
 ]
 
 

@@ -20,9 +20,13 @@ import yaml
 from .io import atomic_path
 from .params import ParamsError, load_params
 
-# stage name -> notebook name (notebooks/<name>.ipynb, executed copy reports/<name>.ipynb)
+# stage name -> notebook name (notebooks/<name>.ipynb, executed copy reports/<name>.ipynb;
+# a stage run for one system writes reports/<name>_<system>.ipynb)
 STAGES: dict[str, str] = {
     "prepare": "01_prepare_data",
+    "features": "02_features",
+    "train": "03_train",
+    "train_baseline": "03_train",
 }
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -32,10 +36,24 @@ class StageError(RuntimeError):
     """A stage could not run or its notebook failed; the message says where to look."""
 
 
-def stage_outputs(stage: str, root: Path) -> list[Path]:
-    """The paths dvc.yaml declares as the stage's outs, metrics and plots."""
+def stage_spec(stage: str, root: Path, system: str | None = None) -> dict:
+    """The stage's entry in dvc.yaml; for a ``foreach`` stage, resolved for ``system``."""
     doc = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
     spec = doc["stages"][stage]
+    if "do" in spec:  # foreach stage: substitute ${item}
+        text = yaml.safe_dump(spec["do"]).replace("${item}", system or "")
+        spec = yaml.safe_load(text)
+    return spec
+
+
+def stage_sections(stage: str, root: Path) -> list[str]:
+    """The params.yaml sections a stage declares in dvc.yaml (its notebook gets exactly these)."""
+    return [p if isinstance(p, str) else next(iter(p)) for p in stage_spec(stage, root).get("params", [])]
+
+
+def stage_outputs(stage: str, root: Path, system: str | None = None) -> list[Path]:
+    """The paths dvc.yaml declares as the stage's outs, metrics and plots."""
+    spec = stage_spec(stage, root, system)
     paths = []
     for kind in ("outs", "metrics", "plots"):
         for entry in spec.get(kind, []):
@@ -51,18 +69,24 @@ def remove_outputs(paths: list[Path]) -> None:
             path.unlink()
 
 
-def run_stage(stage: str, root: str | Path = ".", log_output: bool = True) -> Path:
-    """Execute the stage's notebook; return the executed notebook's path."""
+def run_stage(stage: str, root: str | Path = ".", log_output: bool = True, system: str | None = None) -> Path:
+    """Execute the stage's notebook; return the executed notebook's path.
+
+    ``system`` (for per-system stages such as ``train``) is passed to the
+    notebook as the ``system`` parameter.
+    """
     import papermill as pm
 
     root = Path(root).resolve()
     if stage not in STAGES:
         raise StageError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     params = load_params(root / "params.yaml")
-    parameters = {"common": params["common"], stage: params[stage]}
+    parameters = {section: params[section] for section in stage_sections(stage, root)}
+    if system is not None:
+        parameters["system"] = system
     name = STAGES[stage]
     source = root / "notebooks" / f"{name}.ipynb"
-    executed = root / "reports" / f"{name}.ipynb"
+    executed = root / "reports" / (f"{name}_{system}.ipynb" if system else f"{name}.ipynb")
     failed = executed.with_suffix(".failed.ipynb")
     if not source.exists():
         raise StageError(f"notebook {source} is missing")
@@ -76,7 +100,7 @@ def run_stage(stage: str, root: str | Path = ".", log_output: bool = True) -> Pa
         except pm.PapermillExecutionError as err:
             if tmp.exists():
                 shutil.copyfile(tmp, failed)
-            remove_outputs([p for p in stage_outputs(stage, root) if p != executed])
+            remove_outputs([p for p in stage_outputs(stage, root, system) if p != executed])
             raise StageError(
                 f"stage {stage!r} failed in {source.name} (cell {err.exec_count}): {err.ename}: {err.evalue}\n"
                 f"The executed notebook with the full traceback is {failed}; "
@@ -89,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=sorted(STAGES))
     parser.add_argument("--root", default=".", help="project root (where params.yaml and dvc.yaml are)")
     parser.add_argument("--quiet", action="store_true", help="do not stream the notebook's output")
+    parser.add_argument("--system", help="for per-system stages (train): which system, e.g. text_only")
     args = parser.parse_args(argv)
     try:
-        out = run_stage(args.stage, args.root, log_output=not args.quiet)
+        out = run_stage(args.stage, args.root, log_output=not args.quiet, system=args.system)
     except (StageError, ParamsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -92,3 +92,22 @@ def dataset_overview(videos: list[Video]):
     ax[1, 1].set(xlabel="clips", title="Script labels")
     fig.tight_layout()
     return fig
+
+
+def loss_curves(logs: dict[str, list[dict]]):
+    """Training (and validation, dashed) loss per step for one or more systems."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for k, (name, log) in enumerate(logs.items()):
+        colour = f"C{k}"
+        steps = [e["step"] for e in log]
+        ax.plot(steps, [e["loss"] for e in log], color=colour, alpha=0.35, lw=1)
+        if len(log) >= 5:  # a running mean shows the trend through batch noise
+            smooth = np.convolve([e["loss"] for e in log], np.ones(5) / 5, mode="valid")
+            ax.plot(steps[4:], smooth, color=colour, lw=2, label=f"{name}: train (5-step mean)")
+        val = [(e["step"], e["val_loss"]) for e in log if "val_loss" in e]
+        if val:
+            ax.plot(*zip(*val), color=colour, ls="--", marker="o", label=f"{name}: validation")
+    ax.set(xlabel="optimizer step", ylabel="cross-entropy on target tokens", title="Training loss")
+    ax.legend()
+    fig.tight_layout()
+    return fig

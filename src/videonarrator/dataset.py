@@ -1,0 +1,72 @@
+"""From prepared videos and their frame features to model samples, one per clip.
+
+A sample for clip i of a video holds: the prompt (knowledge, the story so far,
+the clip's window and, in given-storyline mode, its label), the patch tokens
+of the clip's kept frames (frame compression at threshold tau), the kept
+frames of all earlier clips (for the memory tokens) and the clip's position
+bucket.  Training uses the reference narrations as the story so far;
+generation uses what the model wrote.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .compression import compress_frames
+from .features import load_video_features
+from .model import ClipSample, clip_bucket, encode_sample
+from .prompt import build_clip_prompt
+from .schema import Video
+
+MODES = ("given", "generated")
+
+
+@dataclass
+class VisualInputs:
+    """The kept frames of every clip of one video (after compression)."""
+    clips: list[torch.Tensor]      # per clip (F_kept, P, W)
+    kept: list[list[int]]          # per clip: indices of the kept frames
+    totals: list[int]              # per clip: frames before compression
+
+    def earlier(self, i: int) -> torch.Tensor:
+        """(F_prev, P, W) kept frames of clips 0..i-1 (0 frames for the first clip)."""
+        return torch.cat(self.clips[:i]) if i else self.clips[0][:0]
+
+
+def visual_inputs(video: Video, features_dir: str | Path, tau: float) -> VisualInputs:
+    """Load a video's features and apply frame compression (tau > 1 keeps every frame)."""
+    per_clip = load_video_features(features_dir, video)
+    kept = [compress_frames(c["pooled"], tau) for c in per_clip]
+    return VisualInputs(clips=[c["tokens"][k] for c, k in zip(per_clip, kept)], kept=kept,
+                        totals=[len(c["pooled"]) for c in per_clip])
+
+
+def clip_sample(tokenizer, video: Video, i: int, visual: VisualInputs | None, mode: str,
+                story_so_far: list[str] | None = None, with_target: bool = True,
+                num_buckets: int = 100) -> ClipSample:
+    """The model sample for clip ``i`` (``visual`` None: no visual input, the text-only baseline)."""
+    if mode not in MODES:
+        raise ValueError(f"storyline mode must be one of {MODES}, got {mode!r}")
+    prompt = build_clip_prompt(video, i, mode=mode, story_so_far=story_so_far)
+    if visual is None:
+        empty = torch.zeros(0, 1, 1)
+        return encode_sample(tokenizer, prompt, empty, None, clip_bucket(video, i, num_buckets), with_target)
+    return encode_sample(tokenizer, prompt, visual.clips[i], visual.earlier(i),
+                         clip_bucket(video, i, num_buckets), with_target)
+
+
+def training_samples(tokenizer, videos: list[Video], features_dir: str | Path | None, tau: float,
+                     modes: list[str], seed: int, num_buckets: int = 100) -> list[ClipSample]:
+    """One sample per clip; each clip's storyline mode is drawn from ``modes`` (seeded),
+    so one model learns both to follow a given label and to predict it."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for video in videos:
+        visual = visual_inputs(video, features_dir, tau) if features_dir is not None else None
+        for i in range(len(video.clips)):
+            mode = modes[int(rng.integers(len(modes)))]
+            samples.append(clip_sample(tokenizer, video, i, visual, mode, num_buckets=num_buckets))
+    return samples

@@ -1,0 +1,124 @@
+"""Training: seeded runs, resume after an interruption, two processes (gloo) agreeing."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from videonarrator.features import TowerConfig, extract_features
+from videonarrator.llm import make_tiny_llm
+from videonarrator.model import VideoNarrator
+from videonarrator.prompt import build_clip_prompt
+from videonarrator.train import TrainConfig, batch_plan, lr_lambda, padding_share, train_system
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def project(tiny_prepared, tmp_path_factory):
+    """A project folder with prepared data, tiny-tower features, a tiny LLM and tiny params."""
+    processed, videos, _ = tiny_prepared
+    root = tmp_path_factory.mktemp("project")
+    shutil.copytree(processed, root / "data/processed")
+    extract_features(videos, root / "data/processed", root / "data/features", TowerConfig(), progress=False)
+    corpus = [build_clip_prompt(v, i, mode=m).text() for v in videos for i in range(len(v.clips))
+              for m in ("given", "generated")]
+    make_tiny_llm(root / "models/tiny_llm", corpus)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["llm"]["path"] = "models/tiny_llm"
+    params["model"].update(num_query_tokens=2, qformer_hidden=16, qformer_heads=2, lora_r=2)
+    params["train"].update(steps=6, batch_size=4, eval_every=3, checkpoint_every=2, eval_clips=4,
+                           precision="fp32", warmup_steps=2)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root, params
+
+
+def copy_project(project, tmp_path):
+    root, params = project
+    dest = tmp_path / "p"
+    shutil.copytree(root, dest, ignore=shutil.ignore_patterns("videonarrator*", "text_only*"))
+    return dest, params
+
+
+def saved_weights(root, system="videonarrator"):
+    model = VideoNarrator.from_pretrained(root / "models" / system, root / "models/tiny_llm")
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_batch_plan_is_seeded_and_groups_lengths():
+    lengths = [10 + (i * 37) % 90 for i in range(64)]
+    cfg = TrainConfig(steps=20, batch_size=4, seed=1)
+    plan = batch_plan(lengths, cfg)
+    assert plan == batch_plan(lengths, cfg) and len(plan) == 20
+    assert all(len(b) == 4 for b in plan)
+    assert batch_plan(lengths, TrainConfig(steps=20, batch_size=4, seed=2)) != plan
+    ungrouped = batch_plan(lengths, TrainConfig(steps=20, batch_size=4, seed=1, length_grouping=False))
+    assert padding_share(plan, lengths) < padding_share(ungrouped, lengths)
+    with pytest.raises(ValueError, match="fewer than batch_size"):
+        batch_plan([1, 2], cfg)
+
+
+def test_learning_rate_warms_up_then_decays():
+    f = lr_lambda(TrainConfig(steps=100, warmup_steps=10))
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(99) < 0.12 and f(50) < f(20)
+
+
+def test_training_runs_saves_and_reports(project, tmp_path):
+    root, params = copy_project(project, tmp_path)
+    result = train_system(params, "videonarrator", root, progress=False)
+    assert result["steps"] == 6 and len(result["log"]) == 6
+    assert [e["step"] for e in result["log"] if "val_loss" in e] == [3, 6]
+    for key in ("final_loss", "clips_per_s", "peak_rss_mb", "padding_share"):
+        assert result[key] > 0
+    assert not (root / "models/videonarrator.ckpt").exists()      # removed once the run completes
+    again = copy_project(project, tmp_path / "again")[0]
+    train_system(params, "videonarrator", again, progress=False)
+    a, b = saved_weights(root), saved_weights(again)
+    assert all(torch.equal(a[k], b[k]) for k in a)                 # seeded: identical reruns
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(project, tmp_path):
+    full, params = copy_project(project, tmp_path / "full")
+    train_system(params, "videonarrator", full, progress=False)
+    cut = copy_project(project, tmp_path / "cut")[0]
+    partial = train_system(params, "videonarrator", cut, progress=False, stop_after=3)
+    assert partial["steps"] == 3 and not (cut / "models/videonarrator").exists()
+    assert (cut / "models/videonarrator.ckpt/checkpoint.pt").exists()
+    resumed = train_system(params, "videonarrator", cut, progress=False)
+    assert [e["step"] for e in resumed["log"]] == list(range(1, 7))
+    a, b = saved_weights(full), saved_weights(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_from_other_settings_is_refused(project, tmp_path):
+    root, params = copy_project(project, tmp_path)
+    train_system(params, "videonarrator", root, progress=False, stop_after=2)
+    params = {**params, "train": {**params["train"], "lr_lora": 0.5}}
+    with pytest.raises(ValueError, match="checkpoint.pt was written by a run with other settings"):
+        train_system(params, "videonarrator", root, progress=False)
+
+
+def test_text_only_system_trains_without_visual_weights(project, tmp_path):
+    root, params = copy_project(project, tmp_path)
+    result = train_system(params, "text_only", root, progress=False)
+    assert result["trainable_params"] < train_system(params, "videonarrator", root, progress=False)["trainable_params"]
+    assert not (root / "models/text_only/visual.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_on_cpu_agree_on_the_weights(project, tmp_path):
+    root, _ = copy_project(project, tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "videonarrator.train", "--root", str(root), "--system", "videonarrator"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((root / "reports/train.json").read_text())
+    assert report["processes"] == 2 and report["steps"] == 6
+    assert len(report["rank_checksums"]) == 2 and len(set(report["rank_checksums"])) == 1
