@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .llm import LoraSettings
 from .model import VideoNarratorConfig
 
 NO_COMPRESSION_TAU = 2.0  # cosine similarity never reaches 2: every frame is kept
@@ -29,10 +30,8 @@ def system_config(name: str, base: VideoNarratorConfig, tau: float) -> tuple[Vid
     return replace(base, **changes), (tau if tau_override is None else tau_override)
 
 
-def settings_from_params(model: dict) -> tuple[VideoNarratorConfig, "LoraSettings", float]:
+def settings_from_params(model: dict) -> tuple[VideoNarratorConfig, LoraSettings, float]:
     """The ``model`` section of params.yaml -> (model config, LoRA settings, tau)."""
-    from .llm import LoraSettings
-
     cfg = VideoNarratorConfig(num_query_tokens=model["num_query_tokens"], qformer_hidden=model["qformer_hidden"],
                               qformer_layers=model["qformer_layers"], qformer_heads=model["qformer_heads"],
                               patch_pos_embed=model["patch_pos_embed"], memory_frames=model["memory_frames"])
