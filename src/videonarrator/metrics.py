@@ -499,37 +499,48 @@ def emscore(narration_emb: torch.Tensor, frame_embs: torch.Tensor,
 
 
 @torch.no_grad()
-def clip_embed(model, tokenizer, texts: Sequence[str],
-               frames: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Embed texts and frames with an open_clip model, for :func:`emscore`.
+def clip_text_embed(model, tokenizer, texts: Sequence[str]) -> list[torch.Tensor]:
+    """L2-normalised text embeddings from an open_clip model, for :func:`emscore`.
 
-    texts: narrations; frames: (F, 3, H, W) images already preprocessed for the model.
-    Returns (text_embs, frame_embs), L2-normalised: for a standard
-    ``open_clip.CLIP`` (OpenAI-style text tower pooled at [EOS]) each text gives
-    (T_i, D) token embeddings [SOS]..[EOS] (ln_final + text projection at every
-    position; the last row equals ``encode_text``); for other models (e.g. a
-    Hugging Face text tower) only the (D,) sentence embedding (coarse EMScore).
-    frame_embs: (F, D) from ``encode_image``. The model is run in eval mode.
+    For a standard ``open_clip.CLIP`` (OpenAI-style text tower pooled at [EOS])
+    each text gives (T_i, D) token embeddings [SOS]..[EOS] (ln_final + text
+    projection at every position; the last row equals ``encode_text``); for
+    other models (e.g. a Hugging Face text tower) only the (D,) sentence
+    embedding (coarse EMScore). The model is run in eval mode.
     """
     if len(texts) == 0:
         raise ValueError("texts is empty; nothing to embed")
-    if frames.dim() != 4:
-        raise ValueError(f"frames must be a (F, 3, H, W) image batch, got shape {tuple(frames.shape)}")
     was_training = model.training
     model.eval()
     try:
         ids = tokenizer(list(texts))  # (B, L) token ids
-        frame_embs = model.encode_image(frames, normalize=True)  # (F, D)
         if not _has_token_outputs(model):
-            glob = model.encode_text(ids, normalize=True)  # (B, D)
-            return list(glob.unbind(0)), frame_embs
+            return list(model.encode_text(ids, normalize=True).unbind(0))  # B x (D,)
         tokens = _clip_text_tokens(model, ids)  # (B, L, D)
         if model.text_pool_type == "argmax":  # [EOS] has the largest id in the OpenAI vocabulary
             eos = ids.argmax(dim=-1)
         else:
             eos = (ids == model.text_eos_id).int().argmax(dim=-1)
-        text_embs = [F.normalize(tokens[b, : int(eos[b]) + 1], dim=-1) for b in range(len(texts))]
-        return text_embs, frame_embs
+        return [F.normalize(tokens[b, : int(eos[b]) + 1], dim=-1) for b in range(len(texts))]
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def clip_embed(model, tokenizer, texts: Sequence[str],
+               frames: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Embed texts (:func:`clip_text_embed`) and frames with an open_clip model, for :func:`emscore`.
+
+    frames: (F, 3, H, W) images already preprocessed for the model; returns
+    (text_embs, frame_embs) with frame_embs (F, D) from ``encode_image``, L2-normalised.
+    """
+    if frames.dim() != 4:
+        raise ValueError(f"frames must be a (F, 3, H, W) image batch, got shape {tuple(frames.shape)}")
+    text_embs = clip_text_embed(model, tokenizer, texts)
+    was_training = model.training
+    model.eval()
+    try:
+        return text_embs, model.encode_image(frames, normalize=True)
     finally:
         model.train(was_training)
 

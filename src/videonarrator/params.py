@@ -116,6 +116,14 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "precision": choice("auto", "fp32", "bf16", "fp16"),
         "modes": str_list("given", "generated"),
     },
+    "evaluate": {
+        "temperature": Spec((int, float), lambda v: v >= 0, "a number >= 0 (0: greedy)"),
+        "repetition_penalty": positive_number(),
+        "max_new_tokens": positive_int(),
+        "num_candidates": positive_int(),
+        "batch_size": positive_int(),
+        "meteor": boolean(),
+    },
     "baselines": {
         "systems": str_list("text_only", "no_position", "no_memory", "no_compression"),
     },
@@ -131,6 +139,8 @@ RULES: list[tuple[str, Callable[[dict], bool], str]] = [
      "prepare.min_shot_s must be <= prepare.min_clip_s, or real cuts between short clips are missed"),
     ("model", lambda p: p["qformer_hidden"] % p["qformer_heads"] == 0,
      "model.qformer_hidden must be divisible by model.qformer_heads"),
+    ("evaluate", lambda p: p["num_candidates"] == 1 or p["temperature"] > 0,
+     "evaluate.num_candidates > 1 needs evaluate.temperature > 0 (greedy candidates are all the same)"),
     ("train", lambda p: len(p["modes"]) > 0, "train.modes must list at least one of 'given', 'generated'"),
     ("train", lambda p: p["batch_size"] % p["grad_accum"] == 0,
      "train.batch_size must be divisible by train.grad_accum"),

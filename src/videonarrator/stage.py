@@ -27,6 +27,7 @@ STAGES: dict[str, str] = {
     "features": "02_features",
     "train": "03_train",
     "train_baseline": "03_train",
+    "evaluate": "04_evaluate",
 }
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -111,3 +111,38 @@ def loss_curves(logs: dict[str, list[dict]]):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def metric_bars(metrics: dict[str, dict[str, float]], names: list[str]):
+    """One panel per metric, one bar per system that has it."""
+    names = [n for n in names if any(n in m for m in metrics.values())]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        systems = [s for s, m in metrics.items() if name in m]
+        values = [metrics[s][name] for s in systems]
+        ax.bar(range(len(systems)), values, color=[f"C{list(metrics).index(s)}" for s in systems])
+        ax.set_xticks(range(len(systems)), systems, rotation=45, ha="right", fontsize=8)
+        ax.set_title(name)
+        for x, v in enumerate(values):
+            ax.text(x, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+    fig.suptitle("Test-split metrics per system")
+    fig.tight_layout()
+    return fig
+
+
+def length_vs_window(rows: list[dict], system: str):
+    """Each clip's narration length (dot) against its window (bar), in order."""
+    fig, ax = plt.subplots(figsize=(12, 4))
+    x = np.arange(len(rows))
+    lo = np.array([r["lo"] for r in rows])
+    hi = np.array([r["hi"] for r in rows])
+    n = np.array([r["length"] for r in rows])
+    inside = (lo <= n) & (n <= hi)
+    ax.bar(x, hi - lo, bottom=lo, color="lightgrey", label="word window")
+    ax.scatter(x[inside], n[inside], s=14, color="tab:green", label="narration inside", zorder=3)
+    ax.scatter(x[~inside], n[~inside], s=18, color="tab:red", marker="x", label="narration outside", zorder=3)
+    ax.set(xlabel="test clip", ylabel="length (words)",
+           title=f"{system}: narration length vs window ({inside.mean():.0%} inside)")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
