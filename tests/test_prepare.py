@@ -50,3 +50,18 @@ def test_a_bad_video_leaves_no_partial_output(tiny_synthetic, tmp_path):
         prepare_dataset(annotated[:3], broken, out, PrepareConfig(), progress=False)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [broken]
+
+
+def test_skip_bad_lists_the_bad_video_and_keeps_the_rest(tiny_synthetic, tmp_path):
+    raw, annotated, _ = tiny_synthetic
+    broken = tmp_path / "raw"
+    (broken / "videos").mkdir(parents=True)
+    for v in annotated[:3]:
+        (broken / v.video_path).write_bytes((raw / v.video_path).read_bytes())
+    (broken / annotated[1].video_path).write_bytes(b"\x00" * 100)
+    videos, metrics = prepare_dataset(annotated[:3], broken, tmp_path / "p", PrepareConfig(),
+                                      progress=False, skip_bad=True)
+    assert [v.id for v in videos] == [annotated[0].id, annotated[2].id]
+    assert metrics["skipped_videos"][0]["id"] == annotated[1].id
+    assert annotated[1].video_path in metrics["skipped_videos"][0]["reason"]
+    assert not (tmp_path / "p" / "frames" / annotated[1].id).exists()

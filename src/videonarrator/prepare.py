@@ -16,7 +16,7 @@ import numpy as np
 from .io import atomic_path
 from .schema import Clip, Video, save_dataset
 from .stats import dataset_statistics
-from .video import (boundary_f1, detect_shots, frame_index, merge_shots, read_frames,
+from .video import (VideoError, boundary_f1, detect_shots, frame_index, merge_shots, read_frames,
                     sample_times, shots_from_cuts)
 
 
@@ -83,23 +83,38 @@ def prepare_video(video: Video, raw_root: Path, out_root: Path, cfg: PrepareConf
 
 
 def prepare_dataset(videos: list[Video], raw_root: str | Path, out_dir: str | Path,
-                    cfg: PrepareConfig, progress: bool = True) -> tuple[list[Video], dict[str, Any]]:
+                    cfg: PrepareConfig, progress: bool = True, skip_bad: bool = False
+                    ) -> tuple[list[Video], dict[str, Any]]:
     """Prepare every video into ``out_dir`` (dataset.json + frames/), atomically.
 
     The whole folder is built under a temporary name and renamed at the end, so
-    a failure leaves no half-prepared dataset behind.
+    a failure leaves no half-prepared dataset behind.  A video that cannot be
+    read stops the run with an error naming its file, unless ``skip_bad``: then
+    it is left out and listed in ``metrics["skipped_videos"]`` with the reason.
     """
+    import shutil
+
     from tqdm.auto import tqdm
 
     raw_root = Path(raw_root)
-    prepared, counts = [], []
+    prepared, counts, skipped = [], [], []
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for video in tqdm(videos, desc="detect clips, sample frames", disable=not progress):
-            v, n = prepare_video(video, raw_root, tmp, cfg)
+            try:
+                v, n = prepare_video(video, raw_root, tmp, cfg)
+            except (VideoError, ValueError) as err:
+                if not skip_bad:
+                    raise
+                shutil.rmtree(tmp / "frames" / video.id, ignore_errors=True)
+                skipped.append({"id": video.id, "reason": str(err)})
+                continue
             prepared.append(v)
             counts.append(n)
-        save_dataset(prepared, tmp / "dataset.json", meta={"source_annotations": str(raw_root)})
+        if not prepared:
+            raise ValueError(f"no video could be prepared ({len(skipped)} skipped); see the reasons: {skipped[:3]}")
+        save_dataset(prepared, tmp / "dataset.json", meta={"source_annotations": str(raw_root),
+                                                           "skipped_videos": skipped})
     detected = sum(n["detected"] for n in counts)
     true = sum(n["true"] for n in counts)
     hits = sum(n["hits"] for n in counts)
@@ -109,6 +124,7 @@ def prepare_dataset(videos: list[Video], raw_root: str | Path, out_dir: str | Pa
         "shot_boundary_precision": p, "shot_boundary_recall": r,
         "shot_boundary_f1": 2 * p * r / (p + r) if p + r else 0.0,
         "boundary_fallback_videos": sum(not n["aligned"] for n in counts),
+        "skipped_videos": skipped,
         **dataset_statistics(prepared),
     }
     return prepared, metrics
