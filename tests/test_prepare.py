@@ -37,29 +37,29 @@ def test_a_missed_cut_falls_back_to_the_annotation(tiny_synthetic, tmp_path):
     assert [len(v.clips) for v in videos] == [len(v.clips) for v in annotated[:2]]
 
 
-def test_a_bad_video_leaves_no_partial_output(tiny_synthetic, tmp_path):
+def copy_with_a_bad_video(tiny_synthetic, tmp_path, n, bad, contents):
+    """The first ``n`` raw videos in a new folder, video ``bad`` replaced by ``contents(original bytes)``."""
     raw, annotated, _ = tiny_synthetic
     broken = tmp_path / "raw"
     (broken / "videos").mkdir(parents=True)
-    for v in annotated[:2]:
-        (broken / v.video_path).write_bytes((raw / v.video_path).read_bytes())
-    data = (raw / annotated[2].video_path).read_bytes()
-    (broken / annotated[2].video_path).write_bytes(data[: len(data) // 4])
+    for k, v in enumerate(annotated[:n]):
+        data = (raw / v.video_path).read_bytes()
+        (broken / v.video_path).write_bytes(contents(data) if k == bad else data)
+    return broken, annotated[:n]
+
+
+def test_a_bad_video_leaves_no_partial_output(tiny_synthetic, tmp_path):
+    broken, annotated = copy_with_a_bad_video(tiny_synthetic, tmp_path, 3, 2, lambda d: d[: len(d) // 4])
     out = tmp_path / "processed"
     with pytest.raises(VideoError, match=annotated[2].video_path):
-        prepare_dataset(annotated[:3], broken, out, PrepareConfig(), progress=False)
+        prepare_dataset(annotated, broken, out, PrepareConfig(), progress=False)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [broken]
 
 
 def test_skip_bad_lists_the_bad_video_and_keeps_the_rest(tiny_synthetic, tmp_path):
-    raw, annotated, _ = tiny_synthetic
-    broken = tmp_path / "raw"
-    (broken / "videos").mkdir(parents=True)
-    for v in annotated[:3]:
-        (broken / v.video_path).write_bytes((raw / v.video_path).read_bytes())
-    (broken / annotated[1].video_path).write_bytes(b"\x00" * 100)
-    videos, metrics = prepare_dataset(annotated[:3], broken, tmp_path / "p", PrepareConfig(),
+    broken, annotated = copy_with_a_bad_video(tiny_synthetic, tmp_path, 3, 1, lambda d: b"\x00" * 100)
+    videos, metrics = prepare_dataset(annotated, broken, tmp_path / "p", PrepareConfig(),
                                       progress=False, skip_bad=True)
     assert [v.id for v in videos] == [annotated[0].id, annotated[2].id]
     assert metrics["skipped_videos"][0]["id"] == annotated[1].id
