@@ -1,0 +1,480 @@
+"""Narrating videos clip by clip: KV-cache reuse, batching across videos, length control.
+
+Clip i's prompt holds the narrations the model wrote for clips < i (the story
+so far), so a video is narrated autoregressively, one clip after the other.
+In "given" mode the clip's labels come from the data; in "generated" mode the
+model writes ``Label: ...\\nNarration: ...`` and :func:`prompt.parse_generated`
+reads both.
+
+KV-cache reuse
+--------------
+The prompt is ``[prefix][visual][suffix]`` and the prefix of clip i+1 is the
+prefix of clip i plus one story line.  Per video we keep the LLM's keys and
+values of the prefix tokens (one ``(1, H_kv, L_prefix, d)`` pair per layer).
+For the next clip we tokenise its prefix, keep the cached tokens it starts
+with (normally all of them) and feed only the rest -- the new story line --
+followed by the visual and suffix embeddings, in one forward pass on top of
+the cached prefix.  From that pass we cut out the keys/values of the prefix
+tokens as the video's new prefix cache; the visual, suffix and generated part
+lives only in the per-clip working cache and is dropped with it.
+
+Batching: B videos' clip i are decoded together.  Their caches and new tokens
+differ in length, so each row is laid out as
+
+    [pad][cached prefix] [pad][new story line + visual + suffix] [generated ...]
+
+with a 2-D attention mask over cache + new tokens that is 0 on the pads, and
+explicit position ids that skip the pads (the cached prefix sits at positions
+0..Lc-1, the new tokens continue from Lc).  transformers builds the causal
+mask from cache indices and uses the position ids only for RoPE, so pads in
+the middle are exact.  ``reencode=True`` is the naive path: no cache is kept
+and every clip's full ``[prefix][visual][suffix]`` is encoded from scratch,
+through the same code (an empty cache).  Both paths feed the model the same
+token ids (the cached tokens are checked against the fresh tokenisation), so
+greedy decoding gives the same text up to floating-point rounding.  Only
+full-attention caches are supported for reuse (no sliding-window layers).
+
+Decoding
+--------
+We drive the loop ourselves: repetition penalty (HF's rule, over the tokens
+generated for this clip, as ``generate(inputs_embeds=...)`` does), the length
+rule below, then greedy (``temperature == 0``) or sampling from
+``softmax(logits / temperature)`` with a ``torch.Generator`` seeded from
+``(seed, video id, clip index, candidate)``: results do not depend on which
+videos share a batch.  Finished rows leave the batch.
+
+Length control (units: words for English, characters for Chinese, see
+:func:`schema.text_length`; only the narration counts -- in generated mode the
+text after ``Narration:``).  With the clip's window [lo, hi]:
+
+1. Minimum length: while the narration has fewer than ``lo`` units, EOS and
+   every token whose text holds a line break are blocked (logit -inf); before the
+   ``Narration:`` marker (generated mode) only EOS is blocked.
+2. Sentence stop: decoding stops right after the first token that makes the
+   narration end with ``. ! ? 。 ！ ？`` once it has at least ``lo`` units
+   (a ``.`` right after a whole number does not count: "19." may become "19.99").
+3. Maximum length: English -- once the narration has at least ``hi`` words,
+   decoding stops at the next token that begins with whitespace, and that
+   token is dropped, so the last word is whole.  Chinese -- stop as soon as the
+   narration has ``hi`` characters (a token may carry a few, so it can
+   overshoot slightly).  Never inside a half-decoded multi-byte character.
+4. The narration is one line: a line break after it ends decoding (line
+   breaks as ``str.splitlines`` sees them, like :func:`prompt.parse_generated`).
+5. The model's own EOS ends decoding; so does ``max_new_tokens``.  These two
+   are the only ends that may fall inside a word (rules 2-4 never do);
+   ``ClipOutput.stop`` says which rule ended each narration.
+Nothing is truncated afterwards.  With ``num_candidates > 1`` (needs
+``temperature > 0``) that many candidates are sampled per clip and the one
+inside the window with the best mean log-probability (the model's own,
+before penalty and temperature) is kept; if none is inside, the one closest
+to the window.  ``length_control=False`` turns rules 1-3 off (an ablation).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from .dataset import MODES, VisualInputs, clip_sample
+from .model import ClipBatch, VideoNarrator, pad_embeds
+from .prompt import TEMPLATES, ClipPrompt, build_clip_prompt, parse_generated
+from .schema import Video, text_length
+
+SENTENCE_END = ".!?。！？"
+STOPS = ("eos", "sentence", "max_length", "newline", "max_new_tokens")
+
+
+@dataclass
+class GenerationConfig:
+    mode: str = "given"              # "given" | "generated" storyline
+    max_new_tokens: int = 100        # reference: 100
+    temperature: float = 0.1         # 0 = greedy; reference: 0.1
+    repetition_penalty: float = 1.1  # reference: 1.1 (1.0 = off)
+    num_candidates: int = 1          # > 1: sample that many and rerank by the window (needs temperature > 0)
+    seed: int = 0
+    batch_size: int = 8              # videos decoded together
+    length_control: bool = True      # False: no min-length block, no sentence / max-length stops
+    reencode: bool = False           # True: no KV-cache reuse, every clip's prompt encoded from scratch
+
+    def check(self) -> "GenerationConfig":
+        if self.mode not in MODES:
+            raise ValueError(f"GenerationConfig.mode must be one of {MODES}, got {self.mode!r}")
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.num_candidates < 1:
+            raise ValueError(f"max_new_tokens ({self.max_new_tokens}), batch_size ({self.batch_size}) and "
+                             f"num_candidates ({self.num_candidates}) must be >= 1")
+        if self.temperature < 0 or self.repetition_penalty <= 0:
+            raise ValueError(f"temperature must be >= 0 (got {self.temperature}) and repetition_penalty > 0 "
+                             f"(got {self.repetition_penalty})")
+        if self.num_candidates > 1 and self.temperature == 0:
+            raise ValueError("num_candidates > 1 needs temperature > 0: greedy candidates would all be the same")
+        return self
+
+
+@dataclass
+class ClipOutput:
+    text: str                        # the narration
+    labels: list[str] | None         # given mode: the data's labels; generated mode: parsed (None on junk)
+    raw: str                         # what the model wrote (EOS and a dropped last token excluded)
+    length: int                      # text_length(text) in the video's unit
+    in_window: bool                  # lo <= length <= hi
+    stop: str = ""                   # why decoding ended: one of STOPS
+    mean_logprob: float = 0.0        # mean log-probability of the kept tokens (and EOS)
+    prompt: ClipPrompt | None = field(default=None, repr=False)  # the prompt used (story so far included)
+
+
+# -- length control (pure functions of the decoded text) ------------------------------------
+
+def _narration_marker(language: str) -> re.Pattern:
+    # as prompt.parse_generated reads it: "Narration:" / "narration :" at the start of a line
+    word = TEMPLATES[language].narration.rstrip(":：")
+    return re.compile(r"^\s*" + re.escape(word) + r"\s*[:：]\s*", re.IGNORECASE)
+
+
+_MARKERS = {lang: _narration_marker(lang) for lang in TEMPLATES}
+
+
+def has_line_break(text: str) -> bool:
+    """Any of the characters ``str.splitlines`` breaks at (\\n, \\r, \\x0b, \\x85, ...), as parse_generated does."""
+    return len(f"x{text}x".splitlines()) > 1
+
+
+def narration_part(raw: str, mode: str, language: str) -> tuple[str | None, bool]:
+    """The narration within the output so far: ``(text, closed)``.
+
+    Given mode: the first non-blank line; generated mode: the first non-blank
+    text after the first ``Narration:`` marker (text None before it appears).
+    ``closed``: a line break followed it (narrations are one line).  Lines are
+    split as :func:`prompt.parse_generated` splits them.
+    """
+    lines = raw.splitlines(keepends=True)
+    if mode == "generated":
+        at = next((k for k, line in enumerate(lines) if _MARKERS[language].match(line)), None)
+        if at is None:
+            return None, False
+        lines = [_MARKERS[language].sub("", lines[at], count=1)] + lines[at + 1:]
+    for line in lines:
+        if line.strip():
+            return line.strip(), has_line_break(line)
+    return "", False
+
+
+_OPEN_NUMBER = re.compile(r"(?<![\d.])\d+\.$")   # "costs 19." may go on as "19.99"; "19.99." may not
+
+
+def ends_sentence(text: str) -> bool:
+    """True if ``text`` ends with a sentence terminator; a '.' right after a whole number does not count."""
+    text = text.rstrip()
+    if not text or text[-1] not in SENTENCE_END:
+        return False
+    return not _OPEN_NUMBER.search(text)
+
+
+@dataclass(frozen=True)
+class LengthRule:
+    """The stop / block rules of one clip (see the module docstring)."""
+    lo: int
+    hi: int
+    language: str
+    mode: str = "given"
+    control: bool = True             # False: only the newline rule (and EOS / max_new_tokens) apply
+
+    def blocks(self, raw: str) -> tuple[bool, bool]:
+        """``(block EOS, block newline tokens)`` for the token after ``raw``."""
+        if not self.control or self.lo <= 0:
+            return False, False
+        text, _ = narration_part(raw, self.mode, self.language)
+        if text is None:             # before "Narration:": the label line needs its newline
+            return True, False
+        short = text_length(text, self.language) < self.lo
+        return short, short
+
+    def stop(self, prev_raw: str, raw: str) -> tuple[str | None, bool]:
+        """After the newest token turned ``prev_raw`` into ``raw``: ``(stop reason or None, drop that token)``."""
+        text, closed = narration_part(raw, self.mode, self.language)
+        if text is None:
+            return None, False
+        if closed and text:
+            return "newline", False
+        if not self.control or raw.endswith("\ufffd"):      # never inside a half-decoded character
+            return None, False
+        n = text_length(text, self.language)
+        if n >= self.lo and ends_sentence(text):
+            return "sentence", False
+        if self.language == "zh":                          # every character is a unit: no word to finish
+            return ("max_length", False) if n >= self.hi else (None, False)
+        prev_text, _ = narration_part(prev_raw, self.mode, self.language)
+        piece = raw[len(prev_raw):] if raw.startswith(prev_raw) else ""
+        if prev_text is not None and text_length(prev_text, self.language) >= self.hi and piece[:1].isspace():
+            return "max_length", True                      # the token starts word hi+1: drop it
+        return None, False
+
+
+# -- per-video state and rows ----------------------------------------------------------------
+
+@dataclass
+class _VideoState:
+    video: Video
+    visual: VisualInputs | None
+    outputs: list[ClipOutput] = field(default_factory=list)
+    prefix_ids: list[int] = field(default_factory=list)                     # tokens whose keys/values are cached
+    prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None       # per layer (1, H_kv, Lc, d)
+
+
+@dataclass
+class _Row:
+    """One sequence being decoded: a video's clip (one of its candidates)."""
+    rule: LengthRule
+    generator: torch.Generator | None
+    ids: list[int] = field(default_factory=list)    # generated token ids (kept)
+    logprobs: list[float] = field(default_factory=list)
+    raw: str = ""
+    stop: str | None = None
+
+
+def row_seed(seed: int, video_id: str, clip_index: int, candidate: int) -> int:
+    """A stable 63-bit seed per (seed, video, clip, candidate): independent of batch composition."""
+    digest = hashlib.sha256(f"{seed}:{video_id}:{clip_index}:{candidate}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def newline_token_ids(tokenizer) -> torch.Tensor:
+    """Ids of the tokens whose text holds a line break (blocked with EOS before ``lo``)."""
+    pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return torch.tensor([i for i, s in enumerate(pieces) if has_line_break(s)], dtype=torch.long)
+
+
+# -- the model side: assemble caches, prefill, decode --------------------------------------
+
+def _assemble_cache(hf, prefixes: list[list[tuple[torch.Tensor, torch.Tensor]] | None],
+                    lengths: list[int]):
+    """Left-pad R per-row prefix caches into one DynamicCache -> (cache, (R, Cmax) mask)."""
+    from transformers import DynamicCache
+    R, C = len(prefixes), max(lengths)
+    mask = torch.zeros(R, C, dtype=torch.long)
+    if C == 0:
+        return DynamicCache(config=hf.config), mask
+    ref = next(p for p, n in zip(prefixes, lengths) if n)
+    layers = []
+    for layer, (k0, v0) in enumerate(ref):
+        k = k0.new_zeros(R, k0.shape[1], C, k0.shape[3])                  # (R, H_kv, Cmax, d)
+        v = v0.new_zeros(R, v0.shape[1], C, v0.shape[3])
+        for r, (kv, n) in enumerate(zip(prefixes, lengths)):
+            if n:
+                k[r, :, C - n:], v[r, :, C - n:] = kv[layer][0][0], kv[layer][1][0]
+        layers.append((k, v))
+    for r, n in enumerate(lengths):
+        mask[r, C - n:] = 1
+    return DynamicCache(layers, config=hf.config), mask
+
+
+def _cut_prefix(cache, row: int, spans: list[tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Row ``row``'s keys/values at the given index spans of the working cache -> per layer (1, H_kv, L, d)."""
+    out = []
+    for layer in cache.layers:
+        k = torch.cat([layer.keys[row:row + 1, :, a:b] for a, b in spans], dim=2)
+        v = torch.cat([layer.values[row:row + 1, :, a:b] for a, b in spans], dim=2)
+        out.append((k, v))
+    return out
+
+
+def _forward(hf, x, mask, pos, cache) -> torch.Tensor:
+    """One pass over new embeddings (R, T, D) on top of ``cache`` -> last-position logits (R, V), float."""
+    out = hf(inputs_embeds=x, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+             logits_to_keep=1)
+    return out.logits[:, -1].float()
+
+
+def _repetition_penalty(scores: torch.Tensor, ids: list[int], penalty: float) -> torch.Tensor:
+    """HF's rule on one row (V,): seen tokens' logits divided by ``penalty`` (multiplied if negative)."""
+    if penalty == 1.0 or not ids:
+        return scores
+    idx = torch.tensor(sorted(set(ids)), device=scores.device)
+    s = scores[idx]
+    scores[idx] = torch.where(s < 0, s * penalty, s / penalty)
+    return scores
+
+
+def _decode(model: VideoNarrator, rows: list[_Row], logits: torch.Tensor, cache, mask: torch.Tensor,
+            next_pos: torch.Tensor, cfg: GenerationConfig, newline_ids: torch.Tensor) -> None:
+    """Decode all rows from their first logits (R, V) until each stops; fills ``row.ids/raw/stop``."""
+    hf, tok = model._hf(), model.tokenizer
+    eos = tok.eos_token_id
+    live = list(range(len(rows)))                      # rows still in the batch, in batch order
+    for _ in range(cfg.max_new_tokens):
+        chosen = []
+        for j, r in enumerate(live):
+            row = rows[r]
+            logprob = torch.log_softmax(logits[j], dim=-1)               # (V,) the model's own
+            scores = _repetition_penalty(logits[j].clone(), row.ids, cfg.repetition_penalty)
+            block_eos, block_newline = row.rule.blocks(row.raw)
+            if block_eos:
+                scores[eos] = float("-inf")
+            if block_newline and len(newline_ids):
+                scores[newline_ids] = float("-inf")
+            if cfg.temperature == 0:
+                t = int(scores.argmax())
+            else:
+                probs = torch.softmax(scores / cfg.temperature, dim=-1).cpu()
+                t = int(torch.multinomial(probs, 1, generator=row.generator))
+            chosen.append(t)
+            if t == eos:
+                row.logprobs.append(float(logprob[t]))
+                row.stop = "eos"
+                continue
+            raw = tok.decode(row.ids + [t])
+            reason, drop = row.rule.stop(row.raw, raw)
+            if not drop:
+                row.ids.append(t)
+                row.logprobs.append(float(logprob[t]))
+                row.raw = raw
+            if reason is None and len(row.ids) >= cfg.max_new_tokens:
+                reason = "max_new_tokens"
+            row.stop = reason
+        keep = [j for j, r in enumerate(live) if rows[r].stop is None]
+        if not keep:
+            return
+        if len(keep) < len(live):                                        # finished rows leave the batch
+            idx = torch.tensor(keep, device=mask.device)
+            cache.batch_select_indices(idx)
+            mask, next_pos = mask[idx], next_pos[idx]
+        live = [live[j] for j in keep]
+        ids = torch.tensor([[chosen[j]] for j in keep], device=mask.device)   # (R', 1)
+        mask = torch.cat([mask, mask.new_ones(len(keep), 1)], dim=1)
+        logits = _forward(hf, model.embed_tokens(ids), mask, next_pos[:, None], cache)
+        next_pos = next_pos + 1
+    for r in live:
+        rows[r].stop = rows[r].stop or "max_new_tokens"
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _narrate_clip(model: VideoNarrator, states: list[_VideoState], i: int, cfg: GenerationConfig,
+                  newline_ids: torch.Tensor) -> None:
+    """Narrate clip ``i`` of every video in ``states`` together; append one ClipOutput to each."""
+    hf, tok = model._hf(), model.tokenizer
+    device = next(model.parameters()).device
+    K = cfg.num_candidates
+    tails, cached, prompts = [], [], []
+    for s in states:
+        story = [o.text for o in s.outputs]
+        sample = clip_sample(tok, s.video, i, s.visual, cfg.mode, story_so_far=story, with_target=False,
+                             num_buckets=model.cfg.num_position_buckets)
+        prompts.append(build_clip_prompt(s.video, i, mode=cfg.mode, story_so_far=story))
+        ids = sample.prefix_ids.tolist()
+        keep = 0 if cfg.reencode else _common_prefix(s.prefix_ids, ids)
+        if keep < len(s.prefix_ids):                   # normally only the first clip (nothing cached yet)
+            s.prefix_ids = s.prefix_ids[:keep]
+            s.prefix_kv = [(k[:, :, :keep], v[:, :, :keep]) for k, v in s.prefix_kv] if keep else None
+        cached.append(keep)
+        # the new tokens: the rest of the prefix (a story line; all of it when nothing is cached) + visual + suffix
+        tails.append(replace(sample, prefix_ids=sample.prefix_ids[keep:]))
+    with torch.no_grad():
+        seqs = model.build_inputs_embeds(ClipBatch(tails).to(device), with_target=False)   # B x (T_b, D)
+
+    # R = B*K rows: each video's candidates side by side
+    owner = [b for b in range(len(states)) for _ in range(K)]
+    cache, mask_c = _assemble_cache(hf, [states[b].prefix_kv for b in owner], [cached[b] for b in owner])
+    x, mask_t = pad_embeds([seqs[b] for b in owner], side="left")                 # (R, T, D), (R, T)
+    C, T = mask_c.shape[1], mask_t.shape[1]
+    mask = torch.cat([mask_c.to(device), mask_t], dim=1)                           # (R, C + T)
+    lc = torch.tensor([cached[b] for b in owner], device=device)
+    pos = (lc[:, None] + mask_t.cumsum(1) - 1).clamp(min=0)                        # (R, T): pads skipped
+    logits = _forward(hf, x, mask, pos, cache)
+
+    if not cfg.reencode:                               # the new prefix cache: old prefix + the new story line
+        for b, s in enumerate(states):
+            r, n_new, start = b * K, len(tails[b].prefix_ids), C + T - len(seqs[b])
+            s.prefix_kv = _cut_prefix(cache, r, [(C - cached[b], C), (start, start + n_new)])
+            s.prefix_ids = s.prefix_ids + tails[b].prefix_ids.tolist()
+
+    rows = []
+    for b in owner:
+        clip = states[b].video.clips[i]
+        k = len(rows) % K
+        gen = None
+        if cfg.temperature > 0:
+            gen = torch.Generator().manual_seed(row_seed(cfg.seed, states[b].video.id, i, k))
+        rule = LengthRule(clip.window[0], clip.window[1], states[b].video.language, cfg.mode, cfg.length_control)
+        rows.append(_Row(rule, gen))
+    _decode(model, rows, logits, cache, mask, pos[:, -1] + 1, cfg, newline_ids)
+
+    for b, s in enumerate(states):
+        outs = [_clip_output(rows[b * K + k], s.video, i, cfg.mode, prompts[b]) for k in range(K)]
+        s.outputs.append(pick_candidate(outs, s.video.clips[i].window))
+
+
+def _clip_output(row: _Row, video: Video, i: int, mode: str, prompt: ClipPrompt) -> ClipOutput:
+    labels, text = parse_generated(row.raw, mode, video.language)
+    if mode == "given":
+        labels = list(video.clips[i].labels)
+    lo, hi = video.clips[i].window
+    n = text_length(text, video.language)
+    mean = sum(row.logprobs) / len(row.logprobs) if row.logprobs else float("-inf")
+    return ClipOutput(text=text, labels=labels, raw=row.raw, length=n, in_window=lo <= n <= hi,
+                      stop=row.stop or "", mean_logprob=mean, prompt=prompt)
+
+
+def pick_candidate(outputs: list[ClipOutput], window: tuple[int, int]) -> ClipOutput:
+    """Best mean log-prob among those inside the window; else the closest to it (ties: log-prob, then order)."""
+    lo, hi = window
+    inside = [o for o in outputs if o.in_window]
+    if inside:
+        return max(inside, key=lambda o: o.mean_logprob)
+    return min(outputs, key=lambda o: (max(lo - o.length, o.length - hi), -o.mean_logprob))
+
+
+# -- the entry point -----------------------------------------------------------------------------
+
+def narrate_videos(model: VideoNarrator, videos: list[Video], visual_by_video: dict[str, VisualInputs | None],
+                   cfg: GenerationConfig | None = None, progress: bool = True
+                   ) -> dict[str, list[ClipOutput]]:
+    """Narrate every clip of every video; return ``{video id: [ClipOutput per clip]}``.
+
+    ``visual_by_video[id]``: the video's kept frames (``dataset.visual_inputs``);
+    None or missing is allowed only for a text-only model (``use_video=False``).
+    Videos are processed ``cfg.batch_size`` at a time, clip by clip.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = (cfg or GenerationConfig()).check()
+    ids = [v.id for v in videos]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"video ids must be unique; repeated: {sorted({x for x in ids if ids.count(x) > 1})}")
+    if model.visual is not None:
+        missing = [v.id for v in videos if visual_by_video.get(v.id) is None]
+        if missing:
+            raise ValueError(f"the model uses video (use_video=True) but videos {missing[:5]} have no visual "
+                             f"inputs; pass dataset.visual_inputs(video, features_dir, tau) for each")
+    if not cfg.reencode:
+        from transformers import DynamicCache
+        if any(DynamicCache(config=model._hf().config).is_sliding):
+            raise ValueError("the LLM has sliding-window attention layers; KV-cache reuse needs full attention "
+                             "caches: set GenerationConfig.reencode=True")
+    newline_ids = newline_token_ids(model.tokenizer).to(next(model.parameters()).device)
+    was_training = model.training
+    model.eval()                                       # no LoRA dropout: decoding must be reproducible
+    results: dict[str, list[ClipOutput]] = {}
+    bar = tqdm(total=sum(len(v.clips) for v in videos), desc="narrating", unit="clip", disable=not progress)
+    try:
+        for start in range(0, len(videos), cfg.batch_size):
+            states = [_VideoState(v, visual_by_video.get(v.id) if model.visual is not None else None)
+                      for v in videos[start:start + cfg.batch_size]]
+            for i in range(max(len(s.video.clips) for s in states)):
+                live = [s for s in states if i < len(s.video.clips)]
+                with torch.no_grad():
+                    _narrate_clip(model, live, i, cfg, newline_ids)
+                bar.update(len(live))
+            results.update({s.video.id: s.outputs for s in states})
+    finally:
+        bar.close()
+        model.train(was_training)
+    return results

@@ -1,0 +1,340 @@
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+import videonarrator.generate as gen
+from videonarrator.dataset import VisualInputs, clip_sample
+from videonarrator.generate import (ClipOutput, GenerationConfig, LengthRule, ends_sentence, has_line_break,
+                                    narrate_videos, narration_part, pick_candidate, row_seed)
+from videonarrator.llm import LoraSettings, make_tiny_llm
+from videonarrator.model import VideoNarrator, VideoNarratorConfig, collate
+from videonarrator.prompt import build_clip_prompt, build_prefix
+from videonarrator.schema import Clip, Product, Video, text_length
+
+P, W, Q = 5, 16, 4          # as tests/test_model.py: patches per frame, vision width, query tokens
+CFG = VideoNarratorConfig(vision_width=W, num_patches=P, qformer_hidden=16, qformer_layers=2, qformer_heads=2,
+                          num_query_tokens=Q)
+LORA = LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
+NARR = ["Dry skin all winter?", "Meet the aloe cream.", "Grab it today.", "Soft and calm skin.", "Only 9.99 now."]
+GREEDY = GenerationConfig(temperature=0, max_new_tokens=14, batch_size=1)
+
+
+def make_video(vid: str, n_clips: int, n_items: int, window=(2, 8)) -> Video:
+    clips = [Clip(index=i, start=3.0 * i, end=3.0 * (i + 1), window=window, labels=["pain_point"], narration=NARR[i])
+             for i in range(n_clips)]
+    items = ["aloe vera", "vitamin E", "no perfume", "made in Spain"][:n_items]
+    return Video(id=vid, product=Product("Aloe Cream", {"ingredients": items}), clips=clips)
+
+
+VIDEOS = [make_video("a", 4, 2), make_video("b", 3, 4), make_video("c", 2, 1)]   # different prefix lengths
+
+
+def visual(video: Video, seed: int) -> VisualInputs:
+    g = torch.Generator().manual_seed(seed)
+    clips = [torch.randn(1 + i % 3, P, W, generator=g) for i in range(len(video.clips))]
+    return VisualInputs(clips=clips, kept=[list(range(len(c))) for c in clips], totals=[len(c) for c in clips])
+
+
+VISUAL = {v.id: visual(v, k) for k, v in enumerate(VIDEOS)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny ops gain nothing from threads, and on a busy 2-core machine 2 threads ran these tests 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def llm_dir(tmp_path_factory):
+    corpus = [build_clip_prompt(v, i, mode=m).text() for v in VIDEOS for i in range(len(v.clips))
+              for m in ("given", "generated")] * 10
+    return make_tiny_llm(tmp_path_factory.mktemp("llm") / "tiny", corpus)
+
+
+def build(llm_dir, **overrides) -> VideoNarrator:
+    # float64: greedy ties between paths that only differ in rounding cannot flip a token
+    torch.manual_seed(0)
+    model = VideoNarrator.from_llm(replace(CFG, **overrides), llm_dir, lora=LORA).double().eval()
+    with torch.no_grad():   # sharp attention: a random init attends almost uniformly, blind to positions and pads
+        for name, p in model.named_parameters():
+            if name.endswith(("q_proj.base_layer.weight", "k_proj.weight")):
+                p.mul_(8.0)
+            if "lora_B" in name:                            # LoRA starts at zero: make it count
+                p.normal_(std=0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model(llm_dir):
+    return build(llm_dir)
+
+
+@pytest.fixture(scope="module")
+def text_model(llm_dir):
+    return build(llm_dir, use_video=False)
+
+
+def raws(out: dict[str, list[ClipOutput]]) -> dict[str, list[str]]:
+    return {k: [o.raw for o in v] for k, v in out.items()}
+
+
+def assert_same(a: dict[str, list[ClipOutput]], b: dict[str, list[ClipOutput]]) -> None:
+    """Same text, and the same log-probabilities up to float64 rounding (catches any position / mask slip)."""
+    assert raws(a) == raws(b)
+    for v in a:
+        torch.testing.assert_close([o.mean_logprob for o in a[v]], [o.mean_logprob for o in b[v]],
+                                   rtol=0, atol=1e-9)
+
+
+# -- KV-cache reuse and batching ------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["given", "generated"])
+@pytest.mark.parametrize("use_video", [True, False])
+def test_cache_reuse_equals_full_reencode(model, text_model, mode, use_video, monkeypatch):
+    m = model if use_video else text_model
+    video = VIDEOS[:1]                                      # 4 clips
+    fed = []                                                # tokens fed in each prefill pass
+    forward = gen._forward
+    monkeypatch.setattr(gen, "_forward", lambda hf, x, *a: fed.append(x.shape[1]) or forward(hf, x, *a))
+    cfg = replace(GREEDY, mode=mode)
+    fed.clear()
+    full = narrate_videos(m, video, VISUAL, replace(cfg, reencode=True), progress=False)
+    full_fed = [n for n in fed if n > 1]
+    fed.clear()
+    cached = narrate_videos(m, video, VISUAL, cfg, progress=False)
+    cached_fed = [n for n in fed if n > 1]
+    assert_same(cached, full)
+    assert [o.text for o in cached["a"]] == [o.text for o in full["a"]]
+    assert any(o.raw for o in full["a"])
+    # the cache path feeds only the new story line + visual + suffix, never knowledge and the earlier story again
+    assert len(cached_fed) == len(full_fed) == 4 and cached_fed[0] == full_fed[0]
+    for i in range(1, 4):
+        prefix_len = len(m.tokenizer(cached["a"][i].prompt.prefix, add_special_tokens=False)["input_ids"])
+        line = len(m.tokenizer(f"{i}. {cached['a'][i - 1].text}\n", add_special_tokens=False)["input_ids"])
+        assert cached_fed[i] == full_fed[i] - prefix_len + line
+
+
+@pytest.mark.parametrize("use_video", [True, False])
+def test_batched_across_videos_equals_one_by_one(model, text_model, use_video):
+    m = model if use_video else text_model
+    for cfg in (GREEDY, replace(GREEDY, temperature=1.0, seed=5)):   # greedy and seeded sampling
+        alone = narrate_videos(m, VIDEOS, VISUAL, cfg, progress=False)
+        together = narrate_videos(m, VIDEOS, VISUAL, replace(cfg, batch_size=3), progress=False)
+        full = narrate_videos(m, VIDEOS, VISUAL, replace(cfg, batch_size=3, reencode=True), progress=False)
+        assert [len(together[v.id]) for v in VIDEOS] == [4, 3, 2]
+        assert_same(together, alone)
+        assert_same(full, alone)
+
+
+def test_story_so_far_is_the_models_own(model):
+    out = narrate_videos(model, VIDEOS[:1], VISUAL, GREEDY, progress=False)["a"]
+    for i, o in enumerate(out):
+        story = [x.text for x in out[:i]]
+        assert o.prompt.prefix == build_prefix(VIDEOS[0], story)
+        assert o.prompt.suffix.startswith(f"\nClip {i + 1}/4")
+    assert out[0].text and f"1. {out[0].text}\n" in out[1].prompt.prefix
+    assert NARR[0] not in out[1].prompt.prefix              # not the reference narration (teacher forcing)
+
+
+def test_video_model_needs_visual_inputs_and_config_checks(model, text_model):
+    with pytest.raises(ValueError, match=r"\['b'\] have no visual inputs"):
+        narrate_videos(model, VIDEOS[:2], {"a": VISUAL["a"]}, GREEDY, progress=False)
+    assert narrate_videos(text_model, VIDEOS[2:], {}, GREEDY, progress=False)["c"]   # text-only: none needed
+    with pytest.raises(ValueError, match="needs temperature > 0"):
+        narrate_videos(model, VIDEOS, VISUAL, replace(GREEDY, num_candidates=2), progress=False)
+    with pytest.raises(ValueError, match="mode"):
+        narrate_videos(model, VIDEOS, VISUAL, replace(GREEDY, mode="free"), progress=False)
+    with pytest.raises(ValueError, match="unique"):
+        narrate_videos(model, [VIDEOS[0], VIDEOS[0]], VISUAL, GREEDY, progress=False)
+
+
+# -- seeds -------------------------------------------------------------------------------------------
+
+def test_sampling_is_seeded(text_model):
+    cfg = replace(GREEDY, temperature=1.0, seed=1)
+    a = raws(narrate_videos(text_model, VIDEOS, {}, cfg, progress=False))
+    b = raws(narrate_videos(text_model, VIDEOS, {}, cfg, progress=False))
+    c = raws(narrate_videos(text_model, VIDEOS, {}, replace(cfg, seed=2), progress=False))
+    assert a == b
+    assert a != c
+    assert sum(x != y for v in a for x, y in zip(a[v], c[v])) >= 5      # most clips differ, not one
+    assert row_seed(1, "a", 0, 0) == row_seed(1, "a", 0, 0) != row_seed(1, "a", 1, 0)
+
+
+def test_candidates_are_reranked_reproducibly(text_model):
+    cfg = replace(GREEDY, temperature=1.0, num_candidates=3, max_new_tokens=20)
+    a = narrate_videos(text_model, VIDEOS[:2], {}, cfg, progress=False)
+    b = narrate_videos(text_model, VIDEOS[:2], {}, replace(cfg, batch_size=2), progress=False)
+    assert raws(a) == raws(b)
+    one = narrate_videos(text_model, VIDEOS[:2], {}, replace(cfg, num_candidates=1), progress=False)
+    # candidate 0 has the single-candidate run's seed (and, on clip 1, its prompt): the pick is at least as good
+    for v in a:
+        x, y = a[v][0], one[v][0]
+        assert x.in_window or not y.in_window
+        if x.in_window and y.in_window:
+            assert x.mean_logprob >= y.mean_logprob
+
+
+def test_pick_candidate():
+    def out(n, lp):
+        return ClipOutput("w " * n, None, "", n, 3 <= n <= 5, mean_logprob=lp)
+    assert pick_candidate([out(2, -0.1), out(4, -2.0), out(5, -1.0)], (3, 5)).mean_logprob == -1.0
+    assert pick_candidate([out(1, -0.1), out(7, -0.5), out(2, -0.9)], (3, 5)).length == 2   # closest
+    assert pick_candidate([out(2, -0.9), out(6, -0.5)], (3, 5)).length == 6                 # tie: log-prob
+
+
+# -- length control: the rules ---------------------------------------------------------------------------
+
+def test_narration_part():
+    assert narration_part(" Dry skin", "given", "en") == ("Dry skin", False)
+    assert narration_part(" Dry skin.\nLabel", "given", "en") == ("Dry skin.", True)
+    assert narration_part("Label: pain point\n", "generated", "en") == (None, False)
+    assert narration_part("Label: pain point\nNarration: Dry", "generated", "en") == ("Dry", False)
+    assert narration_part("标签：痛点铺垫\n解说：冬天皮肤干", "generated", "zh") == ("冬天皮肤干", False)
+
+
+def test_ends_sentence():
+    assert ends_sentence("Dry skin?") and ends_sentence("Try it!") and ends_sentence("冬天皮肤干。")
+    assert not ends_sentence("Only 9.") and not ends_sentence("Dry skin,") and not ends_sentence("")
+    assert ends_sentence("Only 9.99.")
+
+
+def stream(rule: LengthRule, pieces: list[str]) -> tuple[str, str | None]:
+    """Feed pieces through the rule as the decoder does; return (kept text, stop reason)."""
+    raw = ""
+    for p in pieces:
+        reason, drop = rule.stop(raw, raw + p)
+        if not drop:
+            raw += p
+        if reason:
+            return raw, reason
+    return raw, None
+
+
+def test_length_rule_english():
+    rule = LengthRule(3, 5, "en")
+    # sentence end before lo does not stop; the first one at or after lo does
+    assert stream(rule, [" Hi", ".", " Dry", " skin", " all", " winter", "?", " Try"]) == \
+        (" Hi. Dry skin all winter?", "sentence")
+    # past hi without a sentence end: stop before the next word, never inside one
+    text, reason = stream(rule, [" One", " two", " three", " four", " beauti", "ful", ",", " six", " seven"])
+    assert (text, reason) == (" One two three four beautiful,", "max_length")
+    assert text_length(text, "en") == 5
+    # a price is not a sentence end
+    assert stream(rule, [" Only", " 9", ".", "99", " now", "."]) == (" Only 9.99 now.", "sentence")
+    # EOS and newlines are blocked until lo, then allowed
+    assert rule.blocks(" Dry skin") == (True, True) and rule.blocks(" Dry skin all") == (False, False)
+    assert stream(rule, [" Dry", " skin", "\n", "x"]) == (" Dry skin\n", "newline")   # a newline always ends the line
+    off = LengthRule(3, 5, "en", control=False)
+    assert off.blocks(" Dry") == (False, False)
+    assert stream(off, [" A", ".", " b", " c", " d", " e", " f", " g"]) == (" A. b c d e f g", None)
+
+
+def test_length_rule_generated_mode_counts_the_narration_only():
+    rule = LengthRule(2, 4, "en", mode="generated")
+    assert rule.blocks("Label: pain point") == (True, False)       # EOS blocked, the label line may end
+    assert rule.blocks("Label: pain point\nNarration: Dry") == (True, True)
+    assert stream(rule, ["Label", ":", " pain", " point", ".", "\n", "Narration", ":", " Dry", " skin", "?"]) == \
+        ("Label: pain point.\nNarration: Dry skin?", "sentence")    # "point." before the marker is not a stop
+
+
+def test_length_rule_chinese_counts_characters():
+    pieces = ["冬天", "。", "皮肤", "干", "吗", "？", "对"]
+    assert stream(LengthRule(4, 8, "zh"), pieces) == ("冬天。皮肤干吗？", "sentence")   # "冬天。" is under lo
+    rule = LengthRule(4, 6, "zh")
+    assert stream(rule, ["冬天", "皮肤", "干燥", "怎么"]) == ("冬天皮肤干燥", "max_length")
+    assert rule.stop("冬天皮肤干", "冬天皮肤干\ufffd") == (None, False)  # half a character: wait for the rest
+
+
+# -- length control: with a model --------------------------------------------------------------------
+
+def bias_head(model: VideoNarrator, bias: dict[int, float]) -> None:
+    """Give the LM head a bias (e.g. an EOS it strongly prefers)."""
+    hf = model._hf()
+    old = hf.get_output_embeddings()
+    head = nn.Linear(old.in_features, old.out_features, bias=True, dtype=old.weight.dtype)
+    with torch.no_grad():
+        head.weight.copy_(old.weight)
+        head.bias.zero_()
+        for i, b in bias.items():
+            head.bias[i] = b
+    hf.set_output_embeddings(head)
+
+
+def test_eos_is_blocked_until_lo(llm_dir):
+    m = build(llm_dir, use_video=False)
+    bias_head(m, {m.tokenizer.eos_token_id: 100.0})         # the model wants to stop at once
+    for lo in (0, 3, 5):
+        videos = [make_video("a", 2, 2, window=(lo, lo + 4))]
+        out = narrate_videos(m, videos, {}, replace(GREEDY, max_new_tokens=40), progress=False)["a"]
+        for o in out:
+            assert o.stop == "eos" and o.length >= lo
+            assert (o.length == 0) == (lo == 0)
+        free = narrate_videos(m, videos, {}, replace(GREEDY, length_control=False), progress=False)["a"]
+        assert all(o.length == 0 and o.stop == "eos" for o in free)
+    gen_out = narrate_videos(m, [make_video("a", 1, 2, window=(3, 6))], {},
+                             replace(GREEDY, mode="generated", max_new_tokens=30), progress=False)["a"][0]
+    assert gen_out.stop == "max_new_tokens"     # generated mode: EOS stays blocked until "Narration:" + lo words
+
+
+def test_model_stops_are_never_inside_a_word(llm_dir):
+    """Length-controlled decoding is a prefix of free decoding; where it stopped, a new word began."""
+    m = build(llm_dir, use_video=False)
+    tok = m.tokenizer
+    pieces = tok.batch_decode([[i] for i in range(len(tok))])
+    # no EOS, newline or non-ASCII byte tokens: the free run is then one long line of plain text
+    bias_head(m, {i: -100.0 for i, p in enumerate(pieces)
+                  if i == tok.eos_token_id or has_line_break(p) or "\ufffd" in p})
+    videos = [make_video(v, 2, k, window=(2, 5)) for k, v in enumerate("xyzw", start=1)]
+    cfg = replace(GREEDY, max_new_tokens=40, repetition_penalty=1.3)
+    ctrl = narrate_videos(m, videos, {}, cfg, progress=False)
+    free = narrate_videos(m, videos, {}, replace(cfg, length_control=False), progress=False)
+    reasons = set()
+    for v in ctrl:
+        for c, f in zip(ctrl[v], free[v]):
+            if c.prompt != f.prompt:        # the story so far differs from clip 2 on: compare first clips only
+                break
+            assert f.raw.startswith(c.raw) and len(f.raw) > len(c.raw)
+            reasons.add(c.stop)
+            assert c.length >= 2
+            if c.stop == "max_length":
+                assert f.raw[len(c.raw)].isspace() and c.length >= 5
+            elif c.stop == "sentence":
+                assert ends_sentence(c.text)
+    assert reasons <= {"max_length", "sentence"} and reasons
+
+
+# -- generated mode: labels ---------------------------------------------------------------------------
+
+def test_generated_mode_parses_label_and_narration(llm_dir):
+    """A tiny model taught one clip writes its label and narration; a random one writes junk (labels None)."""
+    video = Video(id="one", product=Product("Aloe Cream", {"ingredients": ["aloe vera"]}),
+                  clips=[Clip(index=0, start=0, end=3, window=(2, 8), labels=["pain_point"],
+                              narration="Dry skin all winter? Try aloe")])
+    torch.manual_seed(0)
+    m = VideoNarrator.from_llm(replace(CFG, use_video=False), llm_dir, lora=None)
+    junk = narrate_videos(m, VIDEOS, {}, replace(GREEDY, mode="generated"), progress=False)
+    assert all(o.labels is None and isinstance(o.text, str) for v in junk.values() for o in v)
+    m.llm.requires_grad_(True)
+    batch = collate([clip_sample(m.tokenizer, video, 0, None, mode) for mode in ("given", "generated")])
+    opt = torch.optim.Adam(m.llm.parameters(), lr=3e-2)
+    m.train()
+    for _ in range(150):                                    # memorise the two targets
+        loss = m(batch)
+        if loss.item() < 0.005:
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    cfg = replace(GREEDY, max_new_tokens=30)
+    out = narrate_videos(m, [video], {}, replace(cfg, mode="generated"), progress=False)["one"][0]
+    assert out.raw == "Label: pain point\nNarration: Dry skin all winter?"
+    assert (out.labels, out.text, out.length, out.in_window, out.stop) == \
+        (["pain_point"], "Dry skin all winter?", 4, True, "sentence")   # stopped at the first sentence end
+    given = narrate_videos(m, [video], {}, cfg, progress=False)["one"][0]
+    assert (given.labels, given.text) == (["pain_point"], "Dry skin all winter?")
