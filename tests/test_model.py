@@ -292,3 +292,12 @@ def test_load_pretrained_qformer_into_encoder(llm_dir, tmp_path):
     model.visual.load_qformer(tmp_path / "qformer")
     for k, v in ref.state_dict().items():
         assert torch.equal(model.visual.qformer.state_dict()[k], v), k
+
+
+def test_cross_attention_maps_are_distributions_over_patches(llm_dir):
+    model = build(llm_dir)
+    maps = model.visual.cross_attention(frames(3, 1))
+    assert maps.shape == (3, CFG.qformer_heads, Q, P)
+    assert torch.allclose(maps.sum(-1), torch.ones(3, CFG.qformer_heads, Q), atol=1e-5)
+    assert model.visual.training                     # the eager eval-mode pass leaves the encoder as it was
+    assert model.visual.qformer.config._attn_implementation != "eager"

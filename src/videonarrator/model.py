@@ -143,6 +143,25 @@ class VisualEncoder(nn.Module):
         queries = self.query_tokens.expand(x.shape[0], -1, -1)                    # (F, Q, H)
         return self.qformer(query_embeds=queries, encoder_hidden_states=x).last_hidden_state
 
+    @torch.no_grad()
+    def cross_attention(self, patches: torch.Tensor) -> torch.Tensor:
+        """(F, P, W) patch tokens -> (F, heads, Q, P): how each query attends over the
+        patches in the Q-Former's last cross-attention layer (for plots).  Runs the
+        eager attention path in eval mode once, since fused kernels return no weights."""
+        x = patches.to(self.query_tokens.dtype)
+        if self.patch_pos is not None:
+            x = x + self.patch_pos
+        queries = self.query_tokens.expand(x.shape[0], -1, -1)
+        previous, was_training = self.qformer.config._attn_implementation, self.training
+        self.qformer.set_attn_implementation("eager")
+        self.eval()  # no attention dropout in the maps
+        try:
+            out = self.qformer(query_embeds=queries, encoder_hidden_states=x, output_attentions=True)
+        finally:
+            self.qformer.set_attn_implementation(previous)
+            self.train(was_training)
+        return out.cross_attentions[-1]
+
     def memory(self, earlier: torch.Tensor) -> torch.Tensor:
         """(F_prev, Q, H) earlier query outputs -> (M', Q, H), M' = min(M, F_prev) time-ordered group means."""
         groups = [g for g in torch.tensor_split(earlier, self.cfg.memory_frames) if len(g)]
