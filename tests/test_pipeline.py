@@ -10,7 +10,13 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"prepare": {"n_videos": 4, "min_clips": 3, "max_clips": 4, "max_clip_s": 3}}
+# Every stage runs for real, on a dataset and budgets small enough for a test.
+TINY = {
+    "prepare": {"n_videos": 4, "min_clips": 3, "max_clips": 4, "max_clip_s": 3},
+    "train": {"steps": 2, "batch_size": 2, "eval_every": 2, "eval_clips": 2, "checkpoint_every": 0},
+    "evaluate": {"max_new_tokens": 16, "meteor": False},
+    "visualize": {"videos": 1, "queries": 2},
+}
 
 
 def run(cmd, cwd):
@@ -45,13 +51,21 @@ def test_dvc_repro_then_noop_then_experiment(project):
     run(["dvc", "repro"], project)
     metrics = json.loads((project / "reports/prepare.json").read_text())
     assert metrics["videos"] == 4 and metrics["shot_boundary_f1"] == 1.0
-    assert (project / "reports/01_prepare_data.ipynb").is_file()
+    for name in ("01_prepare_data", "02_features", "03_train_videonarrator", "03_train_text_only",
+                 "04_evaluate", "05_visualize"):
+        assert (project / f"reports/{name}.ipynb").is_file(), name
     assert (project / "reports/figures/prepare/dataset_overview.png").is_file()
+    train = json.loads((project / "reports/train.json").read_text())
+    assert train["steps"] == 2 and train["system"] == "videonarrator"
+    results = json.loads((project / "reports/metrics.json").read_text())
+    assert {"videonarrator", "text_only", "zero_shot", "retrieval", "majority_label"} <= set(results)
+    assert 0 <= results["videonarrator"]["sync_in_window"] <= 1 and "label_acc" in results["videonarrator"]
+    assert (project / "reports/figures/visualize/qformer_attention.png").is_file()
 
     out = run(["dvc", "repro"], project)
     assert "Data and pipelines are up to date" in out
 
-    run(["dvc", "exp", "run", "-S", "prepare.n_videos=5"], project)
+    run(["dvc", "exp", "run", "-S", "prepare.n_videos=5", "prepare"], project)
     metrics = json.loads((project / "reports/prepare.json").read_text())
     assert metrics["videos"] == 5
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project))

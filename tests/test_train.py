@@ -122,3 +122,12 @@ def test_two_processes_on_cpu_agree_on_the_weights(project, tmp_path):
     report = json.loads((root / "reports/train.json").read_text())
     assert report["processes"] == 2 and report["steps"] == 6
     assert len(report["rank_checksums"]) == 2 and len(set(report["rank_checksums"])) == 1
+
+
+def test_loss_log_round_trips_through_the_csvs(tmp_path):
+    from videonarrator.train import read_loss_log, write_train_report
+
+    log = [{"step": 1, "loss": 2.5, "lr": 0.1}, {"step": 2, "loss": 2.0, "lr": 0.1, "val_loss": 2.2}]
+    write_train_report({"log": log, "steps": 2}, "text_only", tmp_path)
+    assert read_loss_log(tmp_path, "text_only") == [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.0, "val_loss": 2.2}]
+    assert (tmp_path / "train_text_only.json").exists() and read_loss_log(tmp_path, "videonarrator") == []

@@ -124,6 +124,10 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "batch_size": positive_int(),
         "meteor": boolean(),
     },
+    "visualize": {
+        "videos": positive_int(),
+        "queries": positive_int(),
+    },
     "baselines": {
         "systems": str_list("text_only", "no_position", "no_memory", "no_compression"),
     },

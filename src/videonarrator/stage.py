@@ -28,6 +28,7 @@ STAGES: dict[str, str] = {
     "train": "03_train",
     "train_baseline": "03_train",
     "evaluate": "04_evaluate",
+    "visualize": "05_visualize",
 }
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -376,3 +376,16 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def read_loss_log(reports_dir: str | Path, system: str) -> list[dict]:
+    """The per-step log of a finished run back from its loss CSVs (train and validation)."""
+    reports_dir = Path(reports_dir)
+    stem = "train" if system == "videonarrator" else f"train_{system}"
+    rows: dict[int, dict] = {}
+    for key, path in (("loss", reports_dir / f"{stem}_loss.csv"), ("val_loss", reports_dir / f"{stem}_val_loss.csv")):
+        if path.exists():
+            with open(path, newline="") as f:
+                for r in csv.DictReader(f):
+                    rows.setdefault(int(r["step"]), {"step": int(r["step"])})[key] = float(r[key])
+    return [rows[s] for s in sorted(rows) if "loss" in rows[s]]

@@ -146,3 +146,47 @@ def length_vs_window(rows: list[dict], system: str):
     ax.legend(loc="upper right")
     fig.tight_layout()
     return fig
+
+
+def kept_frames_strip(video: Video, root: str | Path, kept: list[list[int]], tau: float, max_frames: int = 8):
+    """Every clip's frames in a row; frames that compression drops at ``tau`` are greyed and crossed."""
+    n = len(video.clips)
+    width = min(max_frames, max(len(c.frames) for c in video.clips))
+    fig, axes = plt.subplots(n, width, figsize=(1.6 * width, 1.7 * n), squeeze=False)
+    for row, clip, keep in zip(axes, video.clips, kept):
+        for k, ax in enumerate(row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k >= len(clip.frames):
+                ax.axis("off")
+                continue
+            img = load_image(Path(root) / clip.frames[k])
+            if k in keep:
+                ax.imshow(img)
+            else:
+                ax.imshow(img, alpha=0.3)
+                ax.plot([0, img.shape[1] - 1], [0, img.shape[0] - 1], color="red", lw=1)
+            ax.set_title("kept" if k in keep else "dropped", fontsize=7, color="black" if k in keep else "red")
+        row[0].set_ylabel(f"clip {clip.index + 1}", fontsize=8)
+    fig.suptitle(f"{video.id}: frames kept by compression at tau = {tau}")
+    fig.tight_layout()
+    return fig
+
+
+def attention_overlays(image: np.ndarray, maps: np.ndarray, title: str):
+    """One panel per query: its attention over the patch grid (P = g*g) on top of the frame."""
+    q = len(maps)
+    g = int(round(np.sqrt(maps.shape[-1])))
+    fig, axes = plt.subplots(1, q + 1, figsize=(2.2 * (q + 1), 2.6))
+    axes[0].imshow(image)
+    axes[0].set_title("frame", fontsize=9)
+    for k, ax in enumerate(axes[1:]):
+        ax.imshow(image)
+        ax.imshow(maps[k].reshape(g, g), cmap="inferno", alpha=0.6, interpolation="nearest",
+                  extent=(0, image.shape[1], image.shape[0], 0))
+        ax.set_title(f"query {k}", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
