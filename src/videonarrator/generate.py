@@ -74,6 +74,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import torch
 
@@ -435,13 +436,16 @@ def pick_candidate(outputs: list[ClipOutput], window: tuple[int, int]) -> ClipOu
 # -- the entry point -----------------------------------------------------------------------------
 
 def narrate_videos(model: VideoNarrator, videos: list[Video], visual_by_video: dict[str, VisualInputs | None],
-                   cfg: GenerationConfig | None = None, progress: bool = True
+                   cfg: GenerationConfig | None = None, progress: bool = True,
+                   on_clip: Callable[[str, int, ClipOutput], None] | None = None
                    ) -> dict[str, list[ClipOutput]]:
     """Narrate every clip of every video; return ``{video id: [ClipOutput per clip]}``.
 
     ``visual_by_video[id]``: the video's kept frames (``dataset.visual_inputs``);
     None or missing is allowed only for a text-only model (``use_video=False``).
-    Videos are processed ``cfg.batch_size`` at a time, clip by clip.
+    Videos are processed ``cfg.batch_size`` at a time, clip by clip;
+    ``on_clip(video id, clip index, output)`` is called as each clip is done
+    (e.g. to move a progress bar in a UI).
     """
     from tqdm.auto import tqdm
 
@@ -473,6 +477,8 @@ def narrate_videos(model: VideoNarrator, videos: list[Video], visual_by_video: d
                 with torch.no_grad():
                     _narrate_clip(model, live, i, cfg, newline_ids)
                 bar.update(len(live))
+                for s in live if on_clip is not None else ():
+                    on_clip(s.video.id, i, s.outputs[i])
             results.update({s.video.id: s.outputs for s in states})
     finally:
         bar.close()

@@ -124,35 +124,13 @@ def length_cell(n: int, window: tuple[int, int], unit: str) -> str:
 
 def narrate_live(model, video: Video, visual, cfg: GenerationConfig,
                  on_clip: Callable[[int, ClipOutput], None] | None = None) -> list[ClipOutput]:
-    """Narrate one video clip by clip, calling ``on_clip(i, output)`` after each clip.
+    """Narrate one video clip by clip (:func:`generate.narrate_videos`), calling
+    ``on_clip(i, output)`` after each clip so a progress bar can move."""
+    from .generate import narrate_videos
 
-    The same decoding as :func:`generate.narrate_videos` for a batch of one video
-    (its per-clip step, KV-cache reuse included; a test checks the outputs are
-    equal).  ``narrate_videos`` has no per-clip callback, so its clip step is
-    driven here to move a progress bar honestly.
-    """
-    from . import generate as G
-
-    cfg = replace(cfg, batch_size=1).check()
-    if model.visual is not None and visual is None:
-        raise ValueError(f"video {video.id!r}: the model uses video but no visual inputs were given")
-    if not cfg.reencode:
-        from transformers import DynamicCache
-        if any(DynamicCache(config=model._hf().config).is_sliding):
-            cfg = replace(cfg, reencode=True)           # sliding-window layers: no cache reuse
-    newline_ids = G.newline_token_ids(model.tokenizer)
-    state = G._VideoState(video, visual if model.visual is not None else None)
-    was_training = model.training
-    model.eval()
-    try:
-        for i in range(len(video.clips)):
-            with torch.no_grad():
-                G._narrate_clip(model, [state], i, cfg, newline_ids)
-            if on_clip is not None:
-                on_clip(i, state.outputs[-1])
-    finally:
-        model.train(was_training)
-    return state.outputs
+    callback = (lambda _vid, i, out: on_clip(i, out)) if on_clip is not None else None
+    return narrate_videos(model, [video], {video.id: visual}, replace(cfg, batch_size=1),
+                          progress=False, on_clip=callback)[video.id]
 
 
 @dataclass
