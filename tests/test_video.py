@@ -73,3 +73,10 @@ def test_real_video_decodes_and_detects(real_video):
     cuts = vid.detect_shots(frames, info.fps)
     shots = vid.shots_from_cuts(cuts, info.n_frames, info.fps)
     assert shots[0][0] == 0 and shots[-1][1] == pytest.approx(info.duration)
+
+
+def test_long_shots_are_split_evenly():
+    assert vid.split_long_shots([(0, 3), (3, 12)], 4.0) == [(0, 3), (3, 6), (6, 9), (9, 12)]
+    assert vid.split_long_shots([(0, 8)], 8.0) == [(0, 8)]
+    parts = vid.split_long_shots([(0, 5.28)], 2.0)
+    assert [t for span in parts for t in span] == pytest.approx([0, 1.76, 1.76, 3.52, 3.52, 5.28])

@@ -111,6 +111,17 @@ def merge_shots(shots: list[tuple[float, float]], min_clip_s: float) -> list[tup
     return [(a, b) for a, b in clips]
 
 
+def split_long_shots(shots: list[tuple[float, float]], max_clip_s: float) -> list[tuple[float, float]]:
+    """Split shots longer than ``max_clip_s`` into equal parts no longer than that
+    (a single long take would otherwise get one narration for its whole length)."""
+    clips = []
+    for start, end in shots:
+        parts = max(1, int(np.ceil((end - start) / max_clip_s - 1e-9)))
+        step = (end - start) / parts
+        clips += [(start + k * step, end if k == parts - 1 else start + (k + 1) * step) for k in range(parts)]
+    return clips
+
+
 def sample_times(start: float, end: float) -> list[float]:
     """1-fps sampling: the middle of each whole second of the clip (at least one frame).
 

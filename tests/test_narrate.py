@@ -1,0 +1,86 @@
+"""Narrate my own video: a real mp4 + a product sheet -> SRT, WebVTT and JSON."""
+import json
+from pathlib import Path
+
+import av
+import pytest
+import torch
+import yaml
+
+from videonarrator import narrate
+from videonarrator.llm import LoraSettings, make_tiny_llm
+from videonarrator.model import VideoNarrator, VideoNarratorConfig
+from videonarrator.schema import Product
+from videonarrator.subtitles import read_subtitles
+
+ROOT = Path(__file__).resolve().parents[1]
+SHEET = {"name": "Bunny plush", "knowledge": {"material": ["soft fleece"], "efficacy": ["hugs all night"]}}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny narrator in the trained-model layout, for the tiny tower of the default profile."""
+    root = tmp_path_factory.mktemp("narrate")
+    llm = make_tiny_llm(root / "llm", ["Product: Bunny plush soft fleece hugs all night. Label: Narration:"] * 20)
+    torch.manual_seed(0)
+    cfg = VideoNarratorConfig(vision_width=64, num_patches=64, qformer_hidden=16, qformer_heads=2, num_query_tokens=2)
+    VideoNarrator.from_llm(cfg, llm, LoraSettings(r=2)).save_pretrained(root / "model")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["llm"]["path"] = str(llm)
+    params["evaluate"]["max_new_tokens"] = 12
+    sheet = root / "sheet.yaml"
+    sheet.write_text(yaml.safe_dump(SHEET))
+    return root, params, sheet
+
+
+@pytest.mark.slow
+def test_narrates_a_real_video_into_timed_subtitles(setup, real_video, tmp_path):
+    root, params, sheet = setup
+    written = narrate.narrate_file(real_video, sheet, tmp_path, params, root / "model", max_clip_s=2.0,
+                                   progress=False)
+    report = json.loads(written["json"].read_text())
+    spans = [(c["start"], c["end"]) for c in report["clips"]]
+    assert len(spans) == 3 and spans[0][0] == 0 and spans[-1][1] == pytest.approx(5.28)   # 5.28 s, no cut
+    assert report["mode"] == "generated"
+    for kind in ("srt", "vtt"):
+        cues = read_subtitles(written[kind])                  # strict format check
+        assert [(c.start, c.end) for c in cues] == [(a, b) for (a, b), c in zip(spans, report["clips"])
+                                                    if c["narration"].strip()]
+    with av.open(str(written["srt"])) as container:          # FFmpeg reads it as a subtitle stream
+        assert container.streams.subtitles
+
+
+def test_product_sheet_errors_name_the_file(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty.yaml: the product sheet needs a non-empty 'name'"):
+        narrate.load_product_sheet(empty)
+    no_facts = tmp_path / "nofacts.json"
+    no_facts.write_text(json.dumps({"name": "X", "knowledge": {}}))
+    with pytest.raises(ValueError, match="nofacts.json: 'knowledge' must map at least one field"):
+        narrate.load_product_sheet(no_facts)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "X", "knowledge": {"efficacy": [{"a": 1}]}}))
+    with pytest.raises(ValueError, match="knowledge field 'efficacy'"):
+        narrate.load_product_sheet(bad)
+    ok = tmp_path / "ok.json"
+    ok.write_text(json.dumps({"name": " X ", "knowledge": {"efficacy": "glow"}}))
+    assert narrate.load_product_sheet(ok).knowledge == {"efficacy": ["glow"]}
+
+
+def test_windows_and_storyline_checks():
+    assert narrate.window_for(4.0, "en") == (7, 13)       # 2.5 words/s x 4 s = 10, +-3
+    assert narrate.window_for(0.4, "en") == (1, 4)
+    product = Product("X", {"a": ["b"]})
+    with pytest.raises(ValueError, match="--storyline has 1 labels but the video was cut into 2 clips"):
+        narrate.build_video("v", product, [(0, 2), (2, 4)], "en", ["pain_point"])
+
+
+def test_missing_model_fails_before_decoding(setup, tmp_path, capsys):
+    root, params, sheet = setup
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    code = narrate.main(["nothing.mp4", str(sheet), "--model", str(tmp_path / "nope"),
+                         "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "out")])
+    assert code == 1 and "trained model" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert narrate.main(["x.mp4", str(sheet), "--storyline", "nonsense"]) == 2
