@@ -131,3 +131,19 @@ def test_loss_log_round_trips_through_the_csvs(tmp_path):
     write_train_report({"log": log, "steps": 2}, "text_only", tmp_path)
     assert read_loss_log(tmp_path, "text_only") == [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.0, "val_loss": 2.2}]
     assert (tmp_path / "train_text_only.json").exists() and read_loss_log(tmp_path, "videonarrator") == []
+
+
+def test_training_can_start_from_saved_qformer_weights(project, tmp_path):
+    from transformers import Blip2QFormerModel
+
+    from videonarrator.systems import settings_from_params
+
+    root, params = copy_project(project, tmp_path)
+    cfg = settings_from_params(params["model"])[0]
+    qformer = Blip2QFormerModel(cfg.__class__(**{**cfg.to_dict(), "vision_width": 64}).qformer_config())
+    qformer.save_pretrained(root / "blip2_qformer")
+    params = {**params, "model": {**params["model"], "qformer_weights": "missing_folder"}}
+    with pytest.raises(FileNotFoundError, match="missing_folder"):
+        train_system(params, "videonarrator", root, progress=False, stop_after=1)
+    params["model"]["qformer_weights"] = "blip2_qformer"
+    assert train_system(params, "videonarrator", root, progress=False, stop_after=1)["steps"] == 1

@@ -93,6 +93,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "qformer_heads": positive_int(),
         "patch_pos_embed": boolean(),
         "memory_frames": positive_int(),
+        "qformer_weights": optional_str(),
         "tau": positive_number(),
         "lora_r": positive_int(),
         "lora_alpha": positive_number(),
