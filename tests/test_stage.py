@@ -17,6 +17,7 @@ def fake_project(tmp_path, body):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"prepare": {
         "cmd": "python -m videonarrator.stage prepare",
+        "params": ["common", "prepare"],
         "outs": ["data/processed", "reports/01_prepare_data.ipynb"],
         "metrics": [{"reports/prepare.json": {"cache": False}}]}}}))
     nb = nbformat.v4.new_notebook()
@@ -68,6 +69,9 @@ def test_bad_params_fail_before_anything_runs(tmp_path):
     assert not (root / "reports").exists()
 
 
-def test_stage_outputs_reads_dvc_yaml():
+def test_stage_outputs_and_sections_come_from_dvc_yaml():
     outs = stage.stage_outputs("prepare", ROOT)
     assert ROOT / "data/processed" in outs and ROOT / "reports/prepare.json" in outs
+    assert stage.stage_sections("train", ROOT) == ["common", "llm", "model", "train"]
+    outs = stage.stage_outputs("train_baseline", ROOT, system="no_memory")   # a foreach stage, resolved
+    assert ROOT / "models/no_memory" in outs and ROOT / "reports/train_no_memory.json" in outs
