@@ -42,11 +42,13 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
+def read_json(path: str | Path, fix: str = "") -> Any:
+    """Parse a JSON file; errors name the file and end with ``fix`` (what to do about it)."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+    tail = f"; {fix}" if fix else ""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist{tail}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid UTF-8 JSON ({err})") from None
+        raise ValueError(f"{path}: not valid UTF-8 JSON ({err}){tail}") from None

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 from .compression import compress_frames
 from .features import load_video_features
 from .generate import ClipOutput, GenerationConfig
+from .io import read_json
 from .labels import LABEL_EN
 from .metrics import mentions
 from .schema import Clip, Video, load_dataset, text_length
@@ -67,13 +67,7 @@ def ordered_videos(videos: list[Video]) -> list[Video]:
 
 def read_narrations(path: Path) -> Narrations:
     """``reports/narrations.json``: {system: {"given"|"generated": {video id: [clip dict]}}}."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: no system narrations to show (references only); "
-                                f"make it with `dvc repro evaluate`")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid UTF-8 JSON ({err}); rerun `dvc repro evaluate`") from None
+    doc = read_json(path, fix="no system narrations to show (references only); make it with `dvc repro evaluate`")
     if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
         raise ValueError(f"{path} is not a narrations file ({{system: {{mode: {{video id: [clips]}}}}}} "
                          f"expected); rerun `dvc repro evaluate`")
@@ -81,12 +75,7 @@ def read_narrations(path: Path) -> Narrations:
 
 
 def read_metrics(path: Path) -> dict[str, dict[str, float]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; make it with `dvc repro evaluate`")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid UTF-8 JSON ({err}); rerun `dvc repro evaluate`") from None
+    return read_json(path, fix="make it with `dvc repro evaluate`")
 
 
 def dim_image(data: bytes) -> bytes:
