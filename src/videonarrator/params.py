@@ -75,6 +75,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "shot_threshold": positive_number(),
         "min_shot_s": positive_number(),
         "boundary_tolerance_s": positive_number(),
+        "skip_bad": boolean(),
     },
     "features": {
         "tower": Spec(str, bool, "an open_clip model name or local-dir:/path"),
