@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from videonarrator.compression import TOL, compress_clip, compress_frames, kept_ratio
+from videonarrator.compression import TOL, compress_frames, kept_ratio
 
 
 def at_angles(degrees, scales=None):
@@ -87,14 +87,6 @@ def test_properties(n, dim, tau, seed):
         assert float(x[a] @ x[b]) < tau - TOL + 1e-12
     if tau > 1:
         assert kept == list(range(n))
-
-
-def test_compress_clip_selects_tokens_and_pooled():
-    pooled = at_angles([0, 1, 90])
-    tokens = torch.arange(3 * 4 * 2, dtype=torch.float32).view(3, 4, 2)
-    out = compress_clip({"tokens": tokens, "pooled": pooled}, 0.9)
-    assert torch.equal(out["pooled"], pooled[[0, 2]])
-    assert torch.equal(out["tokens"], tokens[[0, 2]])
 
 
 def test_kept_ratio():

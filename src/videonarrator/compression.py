@@ -47,12 +47,6 @@ def compress_frames(pooled: torch.Tensor, tau: float) -> list[int]:
     return kept
 
 
-def compress_clip(features: dict[str, torch.Tensor], tau: float) -> dict[str, torch.Tensor]:
-    """Apply :func:`compress_frames` to one clip's {"tokens": (F, P, W), "pooled": (F, D)}."""
-    keep = torch.tensor(compress_frames(features["pooled"], tau))
-    return {"tokens": features["tokens"][keep], "pooled": features["pooled"][keep]}
-
-
 def kept_ratio(kept_counts: Sequence[int], total_counts: Sequence[int]) -> float:
     """Share of frames kept over many clips: sum(kept) / sum(total)."""
     if len(kept_counts) != len(total_counts):

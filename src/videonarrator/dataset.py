@@ -21,8 +21,6 @@ from .model import ClipSample, clip_bucket, encode_sample
 from .prompt import build_clip_prompt
 from .schema import Video
 
-MODES = ("given", "generated")
-
 
 @dataclass
 class VisualInputs:
@@ -48,8 +46,6 @@ def clip_sample(tokenizer, video: Video, i: int, visual: VisualInputs | None, mo
                 story_so_far: list[str] | None = None, with_target: bool = True,
                 num_buckets: int = 100) -> ClipSample:
     """The model sample for clip ``i`` (``visual`` None: no visual input, the text-only baseline)."""
-    if mode not in MODES:
-        raise ValueError(f"storyline mode must be one of {MODES}, got {mode!r}")
     prompt = build_clip_prompt(video, i, mode=mode, story_so_far=story_so_far)
     if visual is None:
         empty = torch.zeros(0, 1, 1)

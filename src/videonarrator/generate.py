@@ -78,9 +78,9 @@ from typing import Callable
 
 import torch
 
-from .dataset import MODES, VisualInputs, clip_sample
+from .dataset import VisualInputs, clip_sample
 from .model import ClipBatch, VideoNarrator, pad_embeds
-from .prompt import TEMPLATES, ClipPrompt, build_clip_prompt, parse_generated
+from .prompt import MODES, TEMPLATES, ClipPrompt, build_clip_prompt, parse_generated
 from .schema import Video, text_length
 
 SENTENCE_END = ".!?。！？"
