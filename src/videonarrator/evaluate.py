@@ -18,7 +18,7 @@ generated-storyline generation.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -99,10 +99,8 @@ def narrate_with_model(model: VideoNarrator, test: list[Video], features_dir: st
                        gen: GenerationConfig, progress: bool = True) -> Narrations:
     """Both storyline modes for every test video."""
     visual = {v.id: visual_inputs(v, features_dir, tau) for v in test} if model.visual is not None else {}
-    given = narrate_videos(model, test, visual, GenerationConfig(**{**gen.__dict__, "mode": "given"}), progress)
-    generated = narrate_videos(model, test, visual, GenerationConfig(**{**gen.__dict__, "mode": "generated"}),
-                               progress)
-    return Narrations(given, generated)
+    return Narrations(*(narrate_videos(model, test, visual, replace(gen, mode=mode), progress)
+                        for mode in ("given", "generated")))
 
 
 # -- scoring ------------------------------------------------------------------------------

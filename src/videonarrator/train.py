@@ -15,6 +15,7 @@ share of each, so the result does not depend on where a run was resumed.
 from __future__ import annotations
 
 import csv
+from contextlib import nullcontext
 import hashlib
 import math
 import resource
@@ -222,7 +223,7 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
         total = 0.0
         for k, idx in enumerate(micro):
             batch = collate([train_samples[i] for i in idx])
-            sync = acc.no_sync(wrapped) if (k < len(micro) - 1 and world > 1) else _null()
+            sync = acc.no_sync(wrapped) if (k < len(micro) - 1 and world > 1) else nullcontext()
             with sync, acc.autocast():
                 loss = wrapped(batch) / len(micro)
                 acc.backward(loss)
@@ -285,14 +286,6 @@ def accelerator(precision: str):
     return Accelerator(cpu=not torch.cuda.is_available(),
                        mixed_precision={"fp32": "no"}.get(precision, precision),
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def write_loss_csv(log: list[dict], path: str | Path, key: str = "loss") -> None:
