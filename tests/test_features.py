@@ -177,7 +177,7 @@ def test_extract_cache_and_reencode(tmp_path, dataset, tower):
     # second run: everything cached, files untouched
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     s = extract_features(videos, root, out, cfg, batch_size=4, progress=False)
-    assert (s["encoded"], s["skipped"], s["frames"]) == (0, 2, 0)
+    assert (s["encoded"], s["skipped"], s["frames"], s["frames_per_s"]) == (0, 2, 0, None)
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
     # new bytes in one of vidB's frames: only vidB is re-encoded

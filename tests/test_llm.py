@@ -38,6 +38,15 @@ def test_load_llm_all_linear_skips_lm_head(tiny_llm_dir):
     assert lora_modules(model) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
+def test_attn_implementation_choice_gives_the_same_logits(tiny_llm_dir):
+    # llm.attn_implementation only picks the kernel: eager and sdpa compute the same attention.
+    eager, tok = load_llm(tiny_llm_dir, lora=None, attn_implementation="eager")
+    sdpa, _ = load_llm(tiny_llm_dir, lora=None, attn_implementation="sdpa")
+    assert eager.config._attn_implementation == "eager" and sdpa.config._attn_implementation == "sdpa"
+    ids = torch.tensor([tok("Dry skin? Try the cream.", add_special_tokens=False)["input_ids"]])
+    torch.testing.assert_close(eager(input_ids=ids).logits, sdpa(input_ids=ids).logits, atol=1e-5, rtol=1e-4)
+
+
 def test_load_llm_bare_is_frozen_and_adapter_reloads(tiny_llm_dir, tmp_path):
     bare, _ = load_llm(tiny_llm_dir, lora=None)
     assert not any(p.requires_grad for p in bare.parameters())

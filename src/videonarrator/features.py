@@ -455,7 +455,8 @@ def extract_features(videos: Iterable[Video], frames_root: str | Path, out_dir: 
     seconds = time.perf_counter() - t0
     return {"videos": len(videos), "encoded": len(todo), "skipped": len(videos) - len(todo),
             "frames": len(stream), "seconds": round(seconds, 3),
-            "frames_per_s": round(len(stream) / seconds, 2) if seconds > 0 else 0.0}
+            # None when nothing was encoded (all cached): a rate of 0 would read as "stalled"
+            "frames_per_s": round(len(stream) / seconds, 2) if stream and seconds > 0 else None}
 
 
 def load_video_features(out_dir: str | Path, video: Video,

@@ -79,7 +79,7 @@ def resolve_model_path(path: str | Path) -> str:
 
 def load_llm(path: str | Path, lora: LoraSettings | None = LoraSettings(), dtype: torch.dtype = torch.float32,
              trust_remote_code: bool = False, adapter_dir: str | Path | None = None,
-             trainable: bool = True):
+             trainable: bool = True, attn_implementation: str | None = None):
     """Load a causal LM and its tokenizer; return ``(model, tokenizer)``.
 
     ``adapter_dir``: load a saved LoRA adapter (``trainable`` decides whether it
@@ -97,7 +97,10 @@ def load_llm(path: str | Path, lora: LoraSettings | None = LoraSettings(), dtype
         raise ValueError(f"tokenizer in {src} has no eos token; the narrator needs one to learn to stop")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, trust_remote_code=trust_remote_code)
+    # attn_implementation None: transformers' default (sdpa).  "eager" trains SmolLM2 faster on a
+    # CPU at these short lengths (benchmarks/RESULTS.md); the result is the same attention.
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
     model.requires_grad_(False)
     if adapter_dir is not None:
         adapter_dir = Path(adapter_dir)

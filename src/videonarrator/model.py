@@ -316,9 +316,11 @@ class VideoNarrator(nn.Module):
 
     @classmethod
     def from_llm(cls, cfg: VideoNarratorConfig, llm_path: str | Path, lora: LoraSettings = LoraSettings(),
-                 dtype: torch.dtype = torch.float32, trust_remote_code: bool = False) -> "VideoNarrator":
+                 dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
+                 attn_implementation: str | None = None) -> "VideoNarrator":
         """A new narrator: a fresh visual side and LoRA adapter on the LLM in ``llm_path``."""
-        llm, tokenizer = load_llm(llm_path, lora=lora, dtype=dtype, trust_remote_code=trust_remote_code)
+        llm, tokenizer = load_llm(llm_path, lora=lora, dtype=dtype, trust_remote_code=trust_remote_code,
+                                  attn_implementation=attn_implementation)
         return cls(cfg, llm, tokenizer)
 
     # The Hugging Face model under the peft wrapper, its decoder stack and its output head.
@@ -383,7 +385,8 @@ class VideoNarrator(nn.Module):
 
     @classmethod
     def from_pretrained(cls, in_dir: str | Path, llm_path: str | Path, dtype: torch.dtype = torch.float32,
-                        trainable: bool = False, trust_remote_code: bool = False) -> "VideoNarrator":
+                        trainable: bool = False, trust_remote_code: bool = False,
+                        attn_implementation: str | None = None) -> "VideoNarrator":
         """Load a saved narrator on top of the base LLM in ``llm_path`` (eval mode unless ``trainable``)."""
         from safetensors.torch import load_file
         in_dir = Path(in_dir)
@@ -392,7 +395,8 @@ class VideoNarrator(nn.Module):
                                     f"train one first or check the path")
         cfg = VideoNarratorConfig.from_dict(read_json(in_dir / "config.json"))
         llm, tokenizer = load_llm(llm_path, lora=None, dtype=dtype, adapter_dir=in_dir / "adapter",
-                                  trainable=trainable, trust_remote_code=trust_remote_code)
+                                  trainable=trainable, trust_remote_code=trust_remote_code,
+                                  attn_implementation=attn_implementation)
         model = cls(cfg, llm, tokenizer)
         if model.visual is not None:
             weights = in_dir / "visual.safetensors"

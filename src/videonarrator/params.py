@@ -86,6 +86,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     "llm": {
         "path": Spec(str, bool, "a local model folder"),
         "trust_remote_code": boolean(),
+        "attn_implementation": Spec(str, lambda v: v in ("eager", "sdpa", "flash_attention_2"),
+                                    "'eager', 'sdpa', 'flash_attention_2' or null", optional=True),
     },
     "model": {
         "num_query_tokens": positive_int(),

@@ -313,7 +313,8 @@ def train_system(params: dict, system: str, root: str | Path = ".", progress: bo
     model_cfg, tau = system_config(system, base_cfg, tau)
     torch.manual_seed(params["common"]["seed"])  # the fresh LoRA and visual weights are seeded too
     narrator = VideoNarrator.from_llm(model_cfg, root / params["llm"]["path"], lora,
-                                      trust_remote_code=params["llm"]["trust_remote_code"])
+                                      trust_remote_code=params["llm"]["trust_remote_code"],
+                                      attn_implementation=params["llm"]["attn_implementation"])
     if narrator.visual is not None and params["model"]["qformer_weights"]:
         narrator.visual.load_qformer(root / params["model"]["qformer_weights"])  # BLIP-2 start (paper)
     features_dir = root / "data/features" if model_cfg.use_video else None
