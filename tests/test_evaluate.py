@@ -50,6 +50,18 @@ def test_references_score_perfectly_and_the_majority_bar(tiny_prepared):
     assert majority["label_acc"] == pytest.approx(share)
 
 
+def test_position_prior_baseline_labels_each_clip_by_its_position(tiny_prepared):
+    train, test = split(tiny_prepared)
+    n = E.position_prior_narrations(train, test)
+    prior = E.position_prior(train)
+    assert n.given == {}
+    for v in test:
+        assert [o.labels for o in n.generated[v.id]] == [[prior[E._position_bin(v, i)]] for i in range(len(v.clips))]
+    m = E.score_system(n, test, "en")
+    hits = sum(c.labels == [prior[E._position_bin(v, i)]] for v in test for i, c in enumerate(v.clips))
+    assert set(m) == {"label_acc"} and m["label_acc"] == pytest.approx(hits / sum(len(v.clips) for v in test))
+
+
 def test_a_wrong_colour_is_a_hallucination(tiny_prepared):
     train, test = split(tiny_prepared)
     outs = reference_outputs(test)

@@ -75,3 +75,12 @@ def test_stage_outputs_and_sections_come_from_dvc_yaml():
     assert stage.stage_sections("train", ROOT) == ["common", "llm", "model", "train"]
     outs = stage.stage_outputs("train_baseline", ROOT, system="no_memory")   # a foreach stage, resolved
     assert ROOT / "models/no_memory" in outs and ROOT / "reports/train_no_memory.json" in outs
+
+
+def test_real_data_stages_come_from_their_own_pipeline_file():
+    assert stage.stage_sections("esyncvidstory_text", ROOT) == ["common", "llm", "model", "train", "evaluate",
+                                                               "esyncvidstory"]
+    outs = stage.stage_outputs("esyncvidstory_prepare", ROOT)
+    assert ROOT / "esyncvidstory/data" in outs and ROOT / "reports/esyncvidstory/statistics.json" in outs
+    with pytest.raises(stage.StageError, match="in none of dvc.yaml, esyncvidstory/dvc.yaml"):
+        stage.stage_spec("nonexistent", ROOT)

@@ -93,6 +93,13 @@ def majority_narrations(train: list[Video], test: list[Video]) -> Narrations:
     return Narrations(given={}, generated=generated)
 
 
+def position_prior_narrations(train: list[Video], test: list[Video]) -> Narrations:
+    """Labels only: each clip gets the most frequent training label at its relative position."""
+    prior = position_prior(train)
+    generated = {v.id: [_output("", [prior[_position_bin(v, i)]], v, i) for i in range(len(v.clips))] for v in test}
+    return Narrations(given={}, generated=generated)
+
+
 # -- model systems ------------------------------------------------------------------------
 
 def narrate_with_model(model: VideoNarrator, test: list[Video], features_dir: str | Path | None, tau: float,

@@ -135,6 +135,16 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     "baselines": {
         "systems": str_list("text_only", "no_position", "no_memory", "no_compression"),
     },
+    "esyncvidstory": {   # the real-data text-side experiment (esyncvidstory/dvc.yaml)
+        "annotations": Spec(str, bool, "the path of an E-SyncVidStory annotation JSON file"),
+        "val_fraction": fraction(),
+        "test_fraction": fraction(),
+        "max_knowledge_chars": Spec(int, lambda v: v >= 1, "an integer >= 1 or null (no limit)", optional=True),
+        "steps": positive_int(),
+        "batch_size": positive_int(),
+        "checkpoint_every": Spec(int, lambda v: v >= 0, "an integer >= 0 (0: no checkpoints)"),
+        "eval_every": positive_int(),
+    },
 }
 
 # Cross-key rules: (keys involved, check on the section, message).
@@ -149,6 +159,8 @@ RULES: list[tuple[str, Callable[[dict], bool], str]] = [
      "model.qformer_hidden must be divisible by model.qformer_heads"),
     ("evaluate", lambda p: p["num_candidates"] == 1 or p["temperature"] > 0,
      "evaluate.num_candidates > 1 needs evaluate.temperature > 0 (greedy candidates are all the same)"),
+    ("esyncvidstory", lambda p: p["val_fraction"] + p["test_fraction"] < 1,
+     "esyncvidstory.val_fraction + esyncvidstory.test_fraction must be < 1 (something must be left to train on)"),
     ("train", lambda p: len(p["modes"]) > 0, "train.modes must list at least one of 'given', 'generated'"),
     ("train", lambda p: p["batch_size"] % p["grad_accum"] == 0,
      "train.batch_size must be divisible by train.grad_accum"),

@@ -29,7 +29,12 @@ STAGES: dict[str, str] = {
     "train_baseline": "03_train",
     "evaluate": "04_evaluate",
     "visualize": "05_visualize",
+    "esyncvidstory_prepare": "06_esyncvidstory_data",
+    "esyncvidstory_text": "07_esyncvidstory_text",
 }
+
+# The pipeline files that hold the stages: the default pipeline and the real-data profile's.
+PIPELINES = ("dvc.yaml", "esyncvidstory/dvc.yaml")
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -39,9 +44,15 @@ class StageError(RuntimeError):
 
 
 def stage_spec(stage: str, root: Path, system: str | None = None) -> dict:
-    """The stage's entry in dvc.yaml; for a ``foreach`` stage, resolved for ``system``."""
-    doc = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
-    spec = doc["stages"][stage]
+    """The stage's entry in its pipeline file; for a ``foreach`` stage, resolved for ``system``."""
+    for pipeline in PIPELINES:
+        path = root / pipeline
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if stage in doc.get("stages", {}):
+            spec = doc["stages"][stage]
+            break
+    else:
+        raise StageError(f"stage {stage!r} is in none of {', '.join(PIPELINES)}")
     if "do" in spec:  # foreach stage: substitute ${item}
         text = yaml.safe_dump(spec["do"]).replace("${item}", system or "")
         spec = yaml.safe_load(text)

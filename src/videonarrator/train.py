@@ -302,30 +302,45 @@ def train_system(params: dict, system: str, root: str | Path = ".", progress: bo
                  stop_after: int | None = None) -> dict:
     """Train one system (systems.SYSTEMS) on the prepared data under ``root``; save it to
     ``root/models/<system>``.  ``params`` holds the sections common, llm, model, train."""
-    from .dataset import training_samples
-    from .params import config_from
-    from .schema import load_dataset, split_videos
-    from .systems import settings_from_params, system_config
+    from .schema import load_dataset
 
     root = Path(root)
     videos, _ = load_dataset(root / "data/processed/dataset.json")
+    return train_on_videos(params, system, videos, root / "data/features", root / "models" / system, root,
+                           progress, stop_after)
+
+
+def train_on_videos(params: dict, system: str, videos: list, features_dir: str | Path | None, out_dir: str | Path,
+                    root: str | Path = ".", progress: bool = True, stop_after: int | None = None,
+                    **overrides) -> dict:
+    """Train ``system`` on the train split of ``videos`` (val split for the validation loss); save it
+    to ``out_dir``.  ``overrides`` replace keys of the train section (e.g. ``steps``)."""
+    from .dataset import training_samples
+    from .params import config_from
+    from .schema import split_videos
+    from .systems import settings_from_params, system_config
+
+    root = Path(root)
     base_cfg, lora, tau = settings_from_params(params["model"])
     model_cfg, tau = system_config(system, base_cfg, tau)
+    if model_cfg.use_video and features_dir is None:
+        raise ValueError(f"system {system!r} needs frame features, and these videos have none; "
+                         f"train text_only instead")
     torch.manual_seed(params["common"]["seed"])  # the fresh LoRA and visual weights are seeded too
     narrator = VideoNarrator.from_llm(model_cfg, root / params["llm"]["path"], lora,
                                       trust_remote_code=params["llm"]["trust_remote_code"],
                                       attn_implementation=params["llm"]["attn_implementation"])
     if narrator.visual is not None and params["model"]["qformer_weights"]:
         narrator.visual.load_qformer(root / params["model"]["qformer_weights"])  # BLIP-2 start (paper)
-    features_dir = root / "data/features" if model_cfg.use_video else None
+    features_dir = features_dir if model_cfg.use_video else None
     seed, modes = params["common"]["seed"], params["train"]["modes"]
     buckets = model_cfg.num_position_buckets
     train_samples = training_samples(narrator.tokenizer, split_videos(videos, "train"), features_dir, tau,
                                      modes, seed, buckets)
     val_samples = training_samples(narrator.tokenizer, split_videos(videos, "val"), features_dir, tau,
                                    modes, seed + 1, buckets)
-    cfg = config_from(TrainConfig, params["train"], seed=seed)
-    return train(narrator, train_samples, val_samples, cfg, root / "models" / system, progress, stop_after)
+    cfg = config_from(TrainConfig, params["train"], seed=seed, **overrides)
+    return train(narrator, train_samples, val_samples, cfg, out_dir, progress, stop_after)
 
 
 def write_train_report(result: dict, system: str, reports_dir: str | Path = "reports") -> Path:

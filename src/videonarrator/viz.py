@@ -21,6 +21,22 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
+def markdown_table(rows: list[dict], digits: int = 2) -> str:
+    """Rows of dicts as a markdown table (numbers rounded; None shown as blank) for notebooks."""
+    if not rows:
+        return ""
+    columns = list(rows[0])
+
+    def cell(v) -> str:
+        if v is None:
+            return ""
+        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def load_image(path: Path) -> np.ndarray:
     from PIL import Image
 
@@ -130,7 +146,7 @@ def metric_bars(metrics: dict[str, dict[str, float]], names: list[str]):
     return fig
 
 
-def length_vs_window(rows: list[dict], system: str):
+def length_vs_window(rows: list[dict], system: str, unit: str = "words"):
     """Each clip's narration length (dot) against its window (bar), in order."""
     fig, ax = plt.subplots(figsize=(12, 4))
     x = np.arange(len(rows))
@@ -138,10 +154,10 @@ def length_vs_window(rows: list[dict], system: str):
     hi = np.array([r["hi"] for r in rows])
     n = np.array([r["length"] for r in rows])
     inside = (lo <= n) & (n <= hi)
-    ax.bar(x, hi - lo, bottom=lo, color="lightgrey", label="word window")
+    ax.bar(x, hi - lo, bottom=lo, color="lightgrey", label=f"window ({unit})")
     ax.scatter(x[inside], n[inside], s=14, color="tab:green", label="narration inside", zorder=3)
     ax.scatter(x[~inside], n[~inside], s=18, color="tab:red", marker="x", label="narration outside", zorder=3)
-    ax.set(xlabel="test clip", ylabel="length (words)",
+    ax.set(xlabel="test clip", ylabel=f"length ({unit})",
            title=f"{system}: narration length vs window ({inside.mean():.0%} inside)")
     ax.legend(loc="upper right")
     fig.tight_layout()
