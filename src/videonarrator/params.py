@@ -60,7 +60,7 @@ def optional_str() -> Spec:
 SCHEMA: dict[str, dict[str, Spec]] = {
     "common": {
         "seed": Spec(int, lambda v: v >= 0, "an integer >= 0"),
-        "dataset": choice("synthetic"),
+        "dataset": choice("synthetic", "esyncvidstory"),
     },
     "prepare": {
         "n_videos": Spec(int, lambda v: v >= 3, "an integer >= 3 (one video each for train, val, test)"),
@@ -137,9 +137,12 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     },
     "esyncvidstory": {   # the real-data text-side experiment (esyncvidstory/dvc.yaml)
         "annotations": Spec(str, bool, "the path of an E-SyncVidStory annotation JSON file"),
+        "frames_root": optional_str(),
         "val_fraction": fraction(),
         "test_fraction": fraction(),
         "max_knowledge_chars": Spec(int, lambda v: v >= 1, "an integer >= 1 or null (no limit)", optional=True),
+        "attn_implementation": Spec(str, lambda v: v in ("eager", "sdpa", "flash_attention_2"),
+                                    "'eager', 'sdpa', 'flash_attention_2' or null", optional=True),
         "steps": positive_int(),
         "batch_size": positive_int(),
         "checkpoint_every": Spec(int, lambda v: v >= 0, "an integer >= 0 (0: no checkpoints)"),

@@ -1,4 +1,4 @@
-"""The text-side experiment on real E-SyncVidStory annotations (Chinese, no frames).
+"""Real data: the E-SyncVidStory text-side experiment (Chinese, no frames).
 
 The public release of E-SyncVidStory holds text only, so this experiment asks
 what the text alone carries: predicting the storyline (the script labels of a
@@ -112,10 +112,89 @@ def train_text_model(params: dict, videos: list[Video], out_dir: str | Path, pro
     """Fine-tune the text-only narrator on the train split of ``videos`` (knowledge already trimmed).
 
     ``params`` holds the sections common, llm, model, train and esyncvidstory;
-    the esyncvidstory section's run length settings override train's.
+    the esyncvidstory section's run length and attention settings override train's and llm's.
     """
     from .train import train_on_videos
 
     esv = params["esyncvidstory"]
+    params = {**params, "llm": {**params["llm"], "attn_implementation": esv["attn_implementation"]}}
     return train_on_videos(params, "text_only", videos, None, out_dir, progress=progress,
                            **{k: esv[k] for k in ("steps", "batch_size", "checkpoint_every", "eval_every")})
+
+
+# -- the main pipeline on the official data (frames supplied by the user) ----------------
+
+NO_FRAMES_HINT = ("the main pipeline needs each video's 1-fps frame images; without frames, run the "
+                  "text-side profile instead: dvc repro esyncvidstory/dvc.yaml")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    import os
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)          # no second copy of a large frame set where the filesystem allows
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def prepare_official(esv: dict, seed: int, out_dir: str | Path, skip_bad: bool = False,
+                     progress: bool = True) -> tuple[list[Video], dict[str, Any]]:
+    """E-SyncVidStory with its frames -> ``out_dir`` (dataset.json + frames/), like the synthetic prepare.
+
+    ``esv`` is the params section (annotations, frames_root, fractions, knowledge
+    budget).  Each video's frames are found under ``frames_root`` (``root/name``
+    or ``root/<id>/name``) and linked or copied to ``out_dir/frames/<id>/``; the
+    clips point there, so the features stage reads them as it reads synthetic
+    frames.  A video without frames stops the run naming it, unless
+    ``skip_bad``: then it is left out and listed.  Atomic, as prepare_dataset.
+    """
+    from tqdm.auto import tqdm
+
+    from .data.esyncvidstory import load_esyncvidstory, load_esyncvidstory_report, resolve_frames
+    from .io import atomic_path
+    from .schema import save_dataset
+    from .stats import dataset_statistics
+
+    if not esv["frames_root"]:
+        raise ValueError(f"common.dataset is 'esyncvidstory' but esyncvidstory.frames_root is null: {NO_FRAMES_HINT}")
+    if skip_bad:
+        videos, bad = load_esyncvidstory_report(esv["annotations"])
+        skipped = [{"id": vid, "reason": reason} for vid, reason in bad]
+    else:
+        videos, skipped = load_esyncvidstory(esv["annotations"]), []
+    found = []
+    for video in videos:
+        try:
+            paths = resolve_frames(video, esv["frames_root"])
+            if not any(paths):
+                raise FileNotFoundError(f"video {video.id!r} has no frames under {esv['frames_root']}; {NO_FRAMES_HINT}")
+        except FileNotFoundError as err:
+            if not skip_bad:
+                raise
+            skipped.append({"id": video.id, "reason": str(err)})
+            continue
+        found.append((video, paths))
+    if len(found) < 3:
+        raise ValueError(f"only {len(found)} videos have frames under {esv['frames_root']} "
+                         f"({len(skipped)} skipped); a train/val/test split needs 3 or more")
+
+    trimmed = [trim_knowledge(v, esv["max_knowledge_chars"]) for v, _ in found]
+    split = split_by_video(trimmed, esv["val_fraction"], esv["test_fraction"], seed)
+    prepared = []
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for video, (_, paths) in tqdm(list(zip(split, found)), desc="frames", disable=not progress):
+            clips = []
+            for clip, clip_paths in zip(video.clips, paths):
+                rel = [f"frames/{video.id}/{p.name}" for p in clip_paths]
+                for src, name in zip(clip_paths, rel):
+                    _link_or_copy(src, tmp / name)
+                clips.append(replace(clip, frames=rel))
+            prepared.append(replace(video, clips=clips))
+        save_dataset(prepared, tmp / "dataset.json",
+                     meta={"source_annotations": str(esv["annotations"]), "frames_root": str(esv["frames_root"]),
+                           "max_knowledge_chars": esv["max_knowledge_chars"], "skipped_videos": skipped})
+    stats = dataset_statistics(prepared)
+    return prepared, {**stats, "skipped_videos": skipped}
