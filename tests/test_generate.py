@@ -119,6 +119,17 @@ def test_cache_reuse_equals_full_reencode(model, text_model, mode, use_video, mo
         assert cached_fed[i] == full_fed[i] - prefix_len + line
 
 
+def test_a_sliding_story_window_still_equals_full_reencode(llm_dir):
+    """With model.story_clips the prefix is no longer append-only: the cache keeps the common part
+    (knowledge) and the slid story is encoded again; the text is the same as re-encoding everything."""
+    m = build(llm_dir, use_video=False, story_clips=1)
+    full = narrate_videos(m, VIDEOS[:1], VISUAL, replace(GREEDY, reencode=True), progress=False)
+    cached = narrate_videos(m, VIDEOS[:1], VISUAL, GREEDY, progress=False)
+    assert [o.text for o in cached["a"]] == [o.text for o in full["a"]]
+    for i in range(2, 4):   # only the previous clip's narration is in the prompt
+        assert f"{i}. " in cached["a"][i].prompt.prefix and f"{i - 1}. " not in cached["a"][i].prompt.prefix
+
+
 @pytest.mark.parametrize("use_video", [True, False])
 def test_batched_across_videos_equals_one_by_one(model, text_model, use_video):
     m = model if use_video else text_model

@@ -57,6 +57,16 @@ def test_prefix_is_append_only_across_clips():
     assert p.prefix.endswith("1. My first line.\n2. My second line.\n")  # model's own story, one line each
 
 
+def test_story_window_keeps_the_last_narrations_with_their_numbers():
+    v = make_video()
+    p = build_clip_prompt(v, 2, story_clips=1)
+    assert p.prefix.endswith("Story so far:\n2. Meet the new aloe cream.\n") and "1. Dry skin" not in p.prefix
+    assert build_clip_prompt(v, 2, story_clips=2).prefix == build_clip_prompt(v, 2).prefix
+    assert build_clip_prompt(v, 0, story_clips=1).prefix == build_clip_prompt(v, 0).prefix
+    with pytest.raises(ValueError, match="story_clips must be >= 1"):
+        build_clip_prompt(v, 1, story_clips=0)
+
+
 @pytest.mark.parametrize("language", ["en", "zh"])
 def test_visible_facts_never_in_prompt(language):
     v = make_video(language)

@@ -44,9 +44,9 @@ def visual_inputs(video: Video, features_dir: str | Path, tau: float) -> VisualI
 
 def clip_sample(tokenizer, video: Video, i: int, visual: VisualInputs | None, mode: str,
                 story_so_far: list[str] | None = None, with_target: bool = True,
-                num_buckets: int = 100) -> ClipSample:
+                num_buckets: int = 100, story_clips: int | None = None) -> ClipSample:
     """The model sample for clip ``i`` (``visual`` None: no visual input, the text-only baseline)."""
-    prompt = build_clip_prompt(video, i, mode=mode, story_so_far=story_so_far)
+    prompt = build_clip_prompt(video, i, mode=mode, story_so_far=story_so_far, story_clips=story_clips)
     if visual is None:
         empty = torch.zeros(0, 1, 1)
         return encode_sample(tokenizer, prompt, empty, None, clip_bucket(video, i, num_buckets), with_target)
@@ -55,7 +55,8 @@ def clip_sample(tokenizer, video: Video, i: int, visual: VisualInputs | None, mo
 
 
 def training_samples(tokenizer, videos: list[Video], features_dir: str | Path | None, tau: float,
-                     modes: list[str], seed: int, num_buckets: int = 100) -> list[ClipSample]:
+                     modes: list[str], seed: int, num_buckets: int = 100,
+                     story_clips: int | None = None) -> list[ClipSample]:
     """One sample per clip; each clip's storyline mode is drawn from ``modes`` (seeded),
     so one model learns both to follow a given label and to predict it."""
     rng = np.random.default_rng(seed)
@@ -64,5 +65,6 @@ def training_samples(tokenizer, videos: list[Video], features_dir: str | Path | 
         visual = visual_inputs(video, features_dir, tau) if features_dir is not None else None
         for i in range(len(video.clips)):
             mode = modes[int(rng.integers(len(modes)))]
-            samples.append(clip_sample(tokenizer, video, i, visual, mode, num_buckets=num_buckets))
+            samples.append(clip_sample(tokenizer, video, i, visual, mode, num_buckets=num_buckets,
+                                       story_clips=story_clips))
     return samples

@@ -368,11 +368,12 @@ def _narrate_clip(model: VideoNarrator, states: list[_VideoState], i: int, cfg: 
     for s in states:
         story = [o.text for o in s.outputs]
         sample = clip_sample(tok, s.video, i, s.visual, cfg.mode, story_so_far=story, with_target=False,
-                             num_buckets=model.cfg.num_position_buckets)
-        prompts.append(build_clip_prompt(s.video, i, mode=cfg.mode, story_so_far=story))
+                             num_buckets=model.cfg.num_position_buckets, story_clips=model.cfg.story_clips)
+        prompts.append(build_clip_prompt(s.video, i, mode=cfg.mode, story_so_far=story,
+                                         story_clips=model.cfg.story_clips))
         ids = sample.prefix_ids.tolist()
         keep = 0 if cfg.reencode else _common_prefix(s.prefix_ids, ids)
-        if keep < len(s.prefix_ids):                   # normally only the first clip (nothing cached yet)
+        if keep < len(s.prefix_ids):   # the first clip (nothing cached yet), or a story window that slid
             s.prefix_ids = s.prefix_ids[:keep]
             s.prefix_kv = [(k[:, :, :keep], v[:, :, :keep]) for k, v in s.prefix_kv] if keep else None
         cached.append(keep)

@@ -58,6 +58,7 @@ class VideoNarratorConfig:
     use_memory: bool = True
     memory_frames: int = 1            # M: earlier frames averaged into this many groups (reference: 1)
     use_video: bool = True            # False: text-only baseline
+    story_clips: int | None = None    # earlier narrations kept in the prompt (None: all; an int bounds it)
     llm_dim: int = 0                  # D: filled from the LLM
 
     def to_dict(self) -> dict:
@@ -86,7 +87,7 @@ class VideoNarratorConfig:
 # width 768, 12 layers), LoRA r=64, alpha 16, dropout 0.05 on all linear layers.
 DEFAULT_PROFILE = {
     "model": VideoNarratorConfig(),
-    "lora": LoraSettings(r=8, alpha=16, dropout=0.05, target_modules=["q_proj", "v_proj"]),
+    "lora": LoraSettings(r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"]),
 }
 PAPER_PROFILE = {
     "model": VideoNarratorConfig(vision_width=1024, num_patches=256, qformer_hidden=768, qformer_layers=12,

@@ -96,6 +96,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "qformer_heads": positive_int(),
         "patch_pos_embed": boolean(),
         "memory_frames": positive_int(),
+        "story_clips": Spec(int, lambda v: v >= 1, "an integer >= 1 or null (all earlier narrations)", optional=True),
         "qformer_weights": optional_str(),
         "tau": positive_number(),
         "lora_r": positive_int(),

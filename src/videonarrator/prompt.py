@@ -99,25 +99,28 @@ def _template(language: str) -> Template:
     return TEMPLATES[language]
 
 
-def build_prefix(video: Video, story_so_far: list[str], language: str | None = None) -> str:
-    """Product, knowledge, the instruction and the numbered story so far."""
+def build_prefix(video: Video, story_so_far: list[str], language: str | None = None, first: int = 1) -> str:
+    """Product, knowledge, the instruction and the story so far, numbered from ``first``."""
     t = _template(language or video.language)
     parts = [t.product.format(name=video.product.name), t.knowledge]
     for name, items in video.product.knowledge.items():
         parts.append(t.field.format(field=name, items=t.item_sep.join(_one_line(x) for x in items)))
     parts += [t.only_facts, t.story]
-    parts += [t.story_line.format(i=i + 1, text=_one_line(s)) for i, s in enumerate(story_so_far)]
+    parts += [t.story_line.format(i=first + i, text=_one_line(s)) for i, s in enumerate(story_so_far)]
     return "".join(parts)
 
 
 def build_clip_prompt(video: Video, clip_index: int, mode: str = "given",
-                      story_so_far: list[str] | None = None, language: str | None = None) -> ClipPrompt:
+                      story_so_far: list[str] | None = None, language: str | None = None,
+                      story_clips: int | None = None) -> ClipPrompt:
     """The prompt of clip ``clip_index``.
 
     ``story_so_far``: the narrations of the earlier clips (default: their
     reference narrations, i.e. teacher forcing; at generation time pass the
     model's own).  ``mode``: "given" puts the clip's labels in the suffix;
-    "generated" makes them part of the target.
+    "generated" makes them part of the target.  ``story_clips``: keep only the
+    last that many narrations of the story (None: all), so a long video's prompt
+    stays bounded; the kept lines keep their clip numbers.
     """
     if mode not in MODES:
         raise ValueError(f"unknown prompt mode {mode!r}; expected one of {MODES}")
@@ -141,7 +144,11 @@ def build_clip_prompt(video: Video, clip_index: int, mode: str = "given",
         target = t.space + narration
     else:
         target = f"{label_line}{t.narration}{t.space}{narration}"
-    return ClipPrompt(prefix=build_prefix(video, story_so_far, language), suffix=suffix, target=target)
+    if story_clips is not None and story_clips < 1:
+        raise ValueError(f"story_clips must be >= 1 or None, got {story_clips}")
+    first = 1 if story_clips is None else max(1, clip_index - story_clips + 1)
+    return ClipPrompt(prefix=build_prefix(video, story_so_far[first - 1:], language, first), suffix=suffix,
+                      target=target)
 
 
 def _marker(word: str) -> re.Pattern:

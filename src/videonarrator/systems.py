@@ -34,7 +34,8 @@ def settings_from_params(model: dict) -> tuple[VideoNarratorConfig, LoraSettings
     """The ``model`` section of params.yaml -> (model config, LoRA settings, tau)."""
     cfg = VideoNarratorConfig(num_query_tokens=model["num_query_tokens"], qformer_hidden=model["qformer_hidden"],
                               qformer_layers=model["qformer_layers"], qformer_heads=model["qformer_heads"],
-                              patch_pos_embed=model["patch_pos_embed"], memory_frames=model["memory_frames"])
+                              patch_pos_embed=model["patch_pos_embed"], memory_frames=model["memory_frames"],
+                              story_clips=model["story_clips"])
     targets = model["lora_targets"]
     lora = LoraSettings(r=model["lora_r"], alpha=model["lora_alpha"], dropout=model["lora_dropout"],
                         target_modules=targets if isinstance(targets, str) else list(targets))

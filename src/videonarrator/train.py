@@ -335,10 +335,11 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
     features_dir = features_dir if model_cfg.use_video else None
     seed, modes = params["common"]["seed"], params["train"]["modes"]
     buckets = model_cfg.num_position_buckets
+    story = model_cfg.story_clips
     train_samples = training_samples(narrator.tokenizer, split_videos(videos, "train"), features_dir, tau,
-                                     modes, seed, buckets)
+                                     modes, seed, buckets, story)
     val_samples = training_samples(narrator.tokenizer, split_videos(videos, "val"), features_dir, tau,
-                                   modes, seed + 1, buckets)
+                                   modes, seed + 1, buckets, story)
     cfg = config_from(TrainConfig, params["train"], seed=seed, **overrides)
     return train(narrator, train_samples, val_samples, cfg, out_dir, progress, stop_after)
 
