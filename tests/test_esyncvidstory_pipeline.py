@@ -4,11 +4,17 @@ import json
 import pytest
 import yaml
 
-from test_pipeline import project, run  # noqa: F401  (the fixture: a fresh copy of the project)
+from test_pipeline import make_project, run
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A fresh copy of the project with the tiny params of test_pipeline."""
+    return make_project(tmp_path / "project")
 
 
 @pytest.mark.slow
-def test_real_data_profile_runs_through_dvc(project, esync_path):  # noqa: F811
+def test_real_data_profile_runs_through_dvc(project, esync_path):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["esyncvidstory"].update({"annotations": str(esync_path), "steps": 2, "batch_size": 2,
                                     "checkpoint_every": 0, "eval_every": 2, "test_fraction": 0.05,
@@ -31,6 +37,32 @@ def test_real_data_profile_runs_through_dvc(project, esync_path):  # noqa: F811
     assert (project / "reports/esyncvidstory/results.md").read_text().count("| text_only |") == 1
     assert (project / "reports/figures/esyncvidstory_data/overview.png").is_file()
 
-    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project))
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project, stdout_only=True))
     assert "text_only" in shown[""]["data"]["reports/esyncvidstory/metrics.json"]["data"]
     assert "up to date" in run(["dvc", "repro", "esyncvidstory/dvc.yaml"], project)
+
+
+@pytest.mark.slow
+def test_main_pipeline_on_official_data_with_frames(project, esync_path, tmp_path):
+    """The paper profile's data path: common.dataset esyncvidstory, the official annotations and a copy
+    of their 1-fps frames (fake images here: the release's frames are not public) through every stage."""
+    from test_realdata import official_subset
+
+    (tmp_path / "official").mkdir()
+    annotations, frames_root, records = official_subset(esync_path, tmp_path / "official", n_videos=5)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["common"]["dataset"] = "esyncvidstory"
+    params["esyncvidstory"].update({"annotations": str(annotations), "frames_root": str(frames_root),
+                                    "val_fraction": 0.2, "test_fraction": 0.2, "max_knowledge_chars": 40})
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+
+    run(["dvc", "repro"], project)
+    prepared = json.loads((project / "reports/prepare.json").read_text())
+    assert prepared["videos"] == 5 and prepared["clips"] == sum(len(r["images"]) for r in records)
+    features = json.loads((project / "reports/features.json").read_text())
+    assert features["frames"] == prepared["frames"]
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert {"videonarrator", "text_only", "retrieval", "majority_label"} <= set(metrics)
+    assert "label_acc" in metrics["videonarrator"] and "CIDEr" in metrics["videonarrator"]
+    assert "esyncvidstory test split" in (project / "reports/results.md").read_text()
+    assert json.loads((project / "data/raw/source.json").read_text())["frames_root"] == str(frames_root)

@@ -1,4 +1,9 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +18,8 @@ from safetensors.torch import save_file
 from videonarrator import features
 from videonarrator.features import (TINY_TOWER, TINY_TOWER_CONFIG, TowerConfig, encode_frames,
                                     extract_features, features_path, load_frames, load_tower,
-                                    load_video_features, register_tiny_tower, save_tower)
-from videonarrator.schema import Clip, Product, Video
+                                    load_video_features, prune_features, register_tiny_tower, save_tower)
+from videonarrator.schema import Clip, Product, Video, save_dataset
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +239,78 @@ def test_load_video_features_errors(tmp_path, dataset):
         load_video_features(out, grown)
     half = load_video_features(out, videos[0], dtype=None)
     assert half[0]["tokens"].dtype == torch.float16 and half[0]["pooled"].dtype == torch.float32
+
+
+KILLED_CHILD = """
+import sys, time
+from pathlib import Path
+from videonarrator import features
+from videonarrator.schema import load_dataset
+
+frames, out = Path(sys.argv[1]), Path(sys.argv[2])
+videos, _ = load_dataset(frames / "dataset.json")
+real_save, calls = features.save_file, []
+
+def save_then_hang(tensors, path, metadata=None):
+    calls.append(path)
+    real_save(tensors, path, metadata=metadata)
+    if len(calls) == 2:  # the second video: leave half a file in its temporary folder, wait to be killed
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[: len(data) // 2])
+        (frames / "kill-me").write_text(str(path))
+        time.sleep(600)
+
+features.save_file = save_then_hang
+features.extract_features(videos, frames, out, features.TowerConfig(), batch_size=2, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_killed_extraction_resumes_without_reencoding(tmp_path):
+    """SIGKILL in the middle of writing the second of four videos (in a real subprocess), then rerun:
+    the finished video's file is not touched (same inode and mtime), the half-written temporary file
+    is never read as features, only the three others are encoded, and prune_features removes the
+    temporary folder the killed run left (it would otherwise sit in the DVC output)."""
+    root, out = tmp_path / "frames", tmp_path / "feats"
+    videos = [make_video(root, f"vid{k}", [3, 2], seed=k + 1) for k in range(4)]
+    save_dataset(videos, root / "dataset.json")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, str(root), str(out)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (root / "kill-me").exists():
+            assert child.poll() is None, f"the child ended before it was killed:\n{child.stdout.read()}"
+            assert time.monotonic() < deadline, "the child never reached the second video"
+            time.sleep(0.1)
+        partial = Path((root / "kill-me").read_text())
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    # what the kill left: the first video finished, the second's half file in a temporary folder
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["vid0.safetensors"]
+    assert partial.is_file() and partial.parent.parent == out and partial.parent.name.endswith(".tmp")
+    with pytest.raises(FileNotFoundError, match="vid1"):
+        load_video_features(out, videos[1])                    # the half file is not features
+    first = features_path(out, "vid0").stat()
+
+    s = extract_features(videos, root, out, TowerConfig(), batch_size=2, progress=False)
+    assert (s["encoded"], s["skipped"], s["frames"]) == (3, 1, 15)
+    again = features_path(out, "vid0").stat()
+    assert (again.st_ino, again.st_mtime_ns, again.st_size) == (first.st_ino, first.st_mtime_ns, first.st_size)
+    for v in videos:
+        assert [f["tokens"].shape[0] for f in load_video_features(out, v)] == [3, 2]
+    # the features store matches an uninterrupted run, file for file
+    clean = tmp_path / "clean"
+    extract_features(videos, root, clean, TowerConfig(), batch_size=2, progress=False)
+    for v in videos:
+        a, b = load_video_features(out, v), load_video_features(clean, v)
+        assert all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in ("tokens", "pooled"))
+
+    assert prune_features(out, [v.id for v in videos]) == 1    # the killed run's temporary folder
+    assert sorted(p.name for p in out.iterdir()) == [f"vid{k}.safetensors" for k in range(4)]

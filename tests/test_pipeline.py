@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,36 +20,56 @@ TINY = {
 }
 
 
-def run(cmd, cwd):
+def run(cmd, cwd, stdout_only: bool = False):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           # the copy's own package, ahead of the editable install of the checkout (which may change meanwhile)
+           "PYTHONPATH": str(Path(cwd) / "src")}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
+    return proc.stdout if stdout_only else proc.stdout + proc.stderr
 
 
-@pytest.fixture
-def project(tmp_path):
-    """The git-tracked project files (plus any not yet committed), in a new git repo, tiny params."""
+def make_project(dest: Path) -> Path:
+    """The git-tracked project files (plus any not yet committed), in a new git repo at ``dest``, tiny params."""
     files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).split()
     for f in files:
         if (ROOT / f).is_file():
-            (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, tmp_path / f)
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dest / f)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
     for section, values in TINY.items():
         params[section].update(values)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (tmp_path / "dvc.lock").unlink(missing_ok=True)
-    run(["git", "init", "-q"], tmp_path)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], tmp_path)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], tmp_path)
-    return tmp_path
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (dest / "dvc.lock").unlink(missing_ok=True)
+    run(["git", "init", "-q"], dest)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dest)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory):
+    """Two identical fresh copies of the project (made at the same moment, so they hold the same code)."""
+    first = make_project(tmp_path_factory.mktemp("first"))
+    second = tmp_path_factory.mktemp("second") / "p"
+    shutil.copytree(first, second)
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def reproduced(projects):
+    """The first copy after `dvc repro` from scratch, and its metrics.json and narrations.json as first written."""
+    first, _ = projects
+    start = time.perf_counter()
+    run(["dvc", "repro"], first)
+    print(f"tiny dvc repro from scratch: {time.perf_counter() - start:.0f} s")
+    return first, (first / "reports/metrics.json").read_bytes(), (first / "reports/narrations.json").read_bytes()
 
 
 @pytest.mark.slow
-def test_dvc_repro_then_noop_then_experiment(project):
-    run(["dvc", "repro"], project)
+def test_dvc_repro_then_noop_then_experiment(reproduced):
+    project = reproduced[0]
     metrics = json.loads((project / "reports/prepare.json").read_text())
     assert metrics["videos"] == 4 and metrics["shot_boundary_f1"] == 1.0
     for name in ("01_prepare_data", "02_features", "03_train_videonarrator", "03_train_text_only",
@@ -68,5 +89,18 @@ def test_dvc_repro_then_noop_then_experiment(project):
     run(["dvc", "exp", "run", "-S", "prepare.n_videos=5", "prepare"], project)
     metrics = json.loads((project / "reports/prepare.json").read_text())
     assert metrics["videos"] == 5
-    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project))
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project, stdout_only=True))
     assert shown[""]["data"]["reports/prepare.json"]["data"]["videos"] == 5
+
+
+@pytest.mark.slow
+def test_two_runs_from_scratch_give_identical_results(reproduced, projects):
+    """Seeded data, init, training and decoding: a second copy run from scratch in another process
+    writes byte-identical metrics and narrations."""
+    first, metrics, narrations = reproduced
+    second = projects[1]
+    start = time.perf_counter()
+    run(["dvc", "repro"], second)
+    print(f"second tiny dvc repro from scratch: {time.perf_counter() - start:.0f} s")
+    assert (second / "reports/metrics.json").read_bytes() == metrics
+    assert (second / "reports/narrations.json").read_bytes() == narrations

@@ -84,3 +84,12 @@ def test_real_data_stages_come_from_their_own_pipeline_file():
     assert ROOT / "esyncvidstory/data" in outs and ROOT / "reports/esyncvidstory/statistics.json" in outs
     with pytest.raises(stage.StageError, match="in none of dvc.yaml, esyncvidstory/dvc.yaml"):
         stage.stage_spec("nonexistent", ROOT)
+
+
+def test_a_failed_stage_keeps_its_persistent_cache():
+    """data/features is a persist: true cache of atomically written files: a failing features
+    notebook must not throw away the videos already encoded."""
+    all_outs = stage.stage_outputs("features", ROOT)
+    removable = stage.stage_outputs("features", ROOT, persistent=False)
+    assert ROOT / "data/features" in all_outs and ROOT / "data/features" not in removable
+    assert ROOT / "reports/features.json" in removable

@@ -323,12 +323,20 @@ def features_path(out_dir: str | Path, video_id: str) -> Path:
 
 
 def prune_features(out_dir: str | Path, keep_ids: Iterable[str]) -> int:
-    """Delete feature files of videos no longer in the dataset; return how many."""
+    """Delete feature files of videos no longer in the dataset, and the temporary
+    folders a killed run left behind (``.<id>.safetensors.*.tmp``, see
+    :func:`io.atomic_path`; never read as features, but they would sit in the
+    DVC output); return how many."""
+    import shutil
+
     keep = {features_path(out_dir, i).name for i in keep_ids}
     stale = [p for p in Path(out_dir).glob("*.safetensors") if p.name not in keep]
     for p in stale:
         p.unlink()
-    return len(stale)
+    leftovers = [p for p in Path(out_dir).glob(".*.safetensors.*.tmp") if p.is_dir()]
+    for p in leftovers:
+        shutil.rmtree(p)
+    return len(stale) + len(leftovers)
 
 
 def _file_sha256(path: Path) -> str:

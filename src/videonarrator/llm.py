@@ -105,7 +105,8 @@ def load_llm(path: str | Path, lora: LoraSettings | None = LoraSettings(), dtype
     if adapter_dir is not None:
         adapter_dir = Path(adapter_dir)
         if not (adapter_dir / "adapter_config.json").exists():
-            raise FileNotFoundError(f"no LoRA adapter in {adapter_dir} (adapter_config.json missing)")
+            raise FileNotFoundError(f"no LoRA adapter in {adapter_dir} (adapter_config.json missing); "
+                                    f"train the narrator again (dvc repro train) or check the model path")
         model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
     elif lora is not None:
         cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,

@@ -402,7 +402,8 @@ class VideoNarrator(nn.Module):
         if model.visual is not None:
             weights = in_dir / "visual.safetensors"
             if not weights.exists():
-                raise FileNotFoundError(f"{weights} is missing; the saved narrator is incomplete")
+                raise FileNotFoundError(f"{weights} is missing; the saved narrator is incomplete: "
+                                        f"train it again (dvc repro train) or check the model path")
             model.visual.load_state_dict(load_file(str(weights)), strict=True)
             model.visual.requires_grad_(trainable)
         return model.train(trainable)

@@ -5,7 +5,8 @@ the ``common`` section and the stage's own section as the notebook's
 parameters, and keeps the executed notebook under ``reports/`` so a reader
 sees every output.  On failure the executed notebook (with the traceback) is
 kept as ``reports/<name>.failed.ipynb``, the stage's outputs are removed so
-nothing half-written looks valid, and the exit status is non-zero.
+nothing half-written looks valid (a ``persist: true`` cache is kept: its files are
+written one by one, atomically), and the exit status is non-zero.
 """
 from __future__ import annotations
 
@@ -64,13 +65,19 @@ def stage_sections(stage: str, root: Path) -> list[str]:
     return [p if isinstance(p, str) else next(iter(p)) for p in stage_spec(stage, root).get("params", [])]
 
 
-def stage_outputs(stage: str, root: Path, system: str | None = None) -> list[Path]:
-    """The paths dvc.yaml declares as the stage's outs, metrics and plots."""
+def stage_outputs(stage: str, root: Path, system: str | None = None, persistent: bool = True) -> list[Path]:
+    """The paths dvc.yaml declares as the stage's outs, metrics and plots.
+
+    ``persistent=False`` leaves out ``persist: true`` outs (caches such as
+    data/features, whose files are each written atomically and stay valid).
+    """
     spec = stage_spec(stage, root, system)
     paths = []
     for kind in ("outs", "metrics", "plots"):
         for entry in spec.get(kind, []):
-            paths.append(root / (next(iter(entry)) if isinstance(entry, dict) else entry))
+            name, opts = next(iter(entry.items())) if isinstance(entry, dict) else (entry, None)
+            if persistent or not (opts or {}).get("persist"):
+                paths.append(root / name)
     return paths
 
 
@@ -113,7 +120,7 @@ def run_stage(stage: str, root: str | Path = ".", log_output: bool = True, syste
         except pm.PapermillExecutionError as err:
             if tmp.exists():
                 shutil.copyfile(tmp, failed)
-            remove_outputs([p for p in stage_outputs(stage, root, system) if p != executed])
+            remove_outputs([p for p in stage_outputs(stage, root, system, persistent=False) if p != executed])
             raise StageError(
                 f"stage {stage!r} failed in {source.name} (cell {err.exec_count}): {err.ename}: {err.evalue}\n"
                 f"The executed notebook with the full traceback is {failed}; "

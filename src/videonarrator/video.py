@@ -48,7 +48,7 @@ def read_frames(path: str | Path, size: int | None = None) -> tuple[np.ndarray, 
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise VideoError(f"{path} has no video stream")
+                raise VideoError(f"{path} has no video stream (audio only, or not a video); give a video file")
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             frames = []
@@ -62,7 +62,8 @@ def read_frames(path: str | Path, size: int | None = None) -> tuple[np.ndarray, 
         raise VideoError(f"cannot decode video {path}: {err}. The file is truncated or corrupt; "
                          "re-export or re-download it") from None
     if not frames:
-        raise VideoError(f"video {path} has no decodable frames; the file is truncated or corrupt")
+        raise VideoError(f"video {path} has no decodable frames; the file is truncated or corrupt; "
+                         "re-export or re-download it")
     if fps <= 0:
         raise VideoError(f"video {path} reports no frame rate; re-encode it with a constant frame rate")
     arr = np.stack(frames)

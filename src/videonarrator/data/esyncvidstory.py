@@ -244,9 +244,9 @@ def _read_records(path: str | Path) -> tuple[Path, list[Any]]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
-        raise SchemaError(f"{path}: not UTF-8 text ({err})") from None
+        raise SchemaError(f"{path}: not UTF-8 text ({err}); re-save the file as UTF-8") from None
     except json.JSONDecodeError as err:
-        raise SchemaError(f"{path}: invalid JSON ({err})") from None
+        raise SchemaError(f"{path}: invalid JSON ({err}); fix the file at that line and column") from None
     if not isinstance(doc, list):
         raise SchemaError(f"{path}: expected a JSON list of video records, got {type(doc).__name__}")
     return path, doc
@@ -267,6 +267,9 @@ def _parse_file(path: str | Path, split: str, frames_root: str | Path | None, st
             if root is not None:
                 resolve_frames(video, root)  # raises when only some frames exist
         except (SchemaError, FileNotFoundError) as err:
+            if stop and isinstance(err, SchemaError):
+                raise SchemaError(f"{err}; fix the record, or load the file with load_esyncvidstory_report "
+                                  "to skip bad records") from None
             if stop:
                 raise
             skipped.append((rid, str(err)))
