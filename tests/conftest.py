@@ -50,3 +50,15 @@ def tiny_prepared(tiny_synthetic, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared") / "processed"
     videos, metrics = prepare_dataset(annotated, raw, out, PrepareConfig(), progress=False)
     return out, videos, metrics
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine two threads ran
+    such tests 10x slower (threads waiting on each other)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -40,13 +40,7 @@ def visual(video: Video, seed: int) -> VisualInputs:
 VISUAL = {v.id: visual(v, k) for k, v in enumerate(VIDEOS)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny ops gain nothing from threads, and on a busy 2-core machine 2 threads ran these tests 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
