@@ -9,10 +9,11 @@ What stays bounded per clip:
 
 What grows with the clip index:
 
-- the **work behind the memory**: ``VisualInputs.earlier(i)`` concatenates the patch tokens of
-  every earlier kept frame and ``VisualEncoder.forward`` runs the Q-Former over all of them again
-  for each clip before averaging, so clip i costs O(i) Q-Former work and temporary memory, a video
-  of n clips O(n^2) in all;
+- in training, the **work behind the memory**: a sample's ``earlier_patches`` hold every earlier
+  kept frame and ``VisualEncoder.forward`` runs the Q-Former over all of them (the gradient must
+  reach them), so a late clip's sample costs O(i) Q-Former work.  Generation does not: it keeps
+  each frame's Q-Former output and the memory reads those, so every frame is encoded once
+  (tested below);
 - the **text story so far**, unless ``model.story_clips`` bounds it: by default (null, as in the
   paper) clip i's prompt holds the i narrations written before it (``prompt.build_prefix``), so
   the prompt, the video's prefix KV cache and the attention cost grow linearly with the clip
@@ -91,9 +92,11 @@ def test_visual_and_memory_input_per_clip_is_bounded(setup):
     assert earlier[99] == 99 * FRAMES                               # ... but the Q-Former input grows
 
 
-def test_narrating_100_clips_keeps_memory_bounded(setup):
+def test_narrating_100_clips_keeps_memory_bounded(setup, monkeypatch):
     video, model, visual = setup
-    rss, prefix_tokens = {}, {}
+    rss, prefix_tokens, encoded = {}, {}, []
+    encode = model.visual.encode_frames
+    monkeypatch.setattr(model.visual, "encode_frames", lambda x: encoded.append(len(x)) or encode(x))
 
     def on_clip(vid, i, out):
         if i in (10, 50, N_CLIPS - 1):
@@ -105,6 +108,7 @@ def test_narrating_100_clips_keeps_memory_bounded(setup):
     outputs = narrate_videos(model, [video], {video.id: visual}, cfg, progress=False, on_clip=on_clip)["long"]
     seconds = time.perf_counter() - t0
     assert len(outputs) == N_CLIPS
+    assert encoded == [FRAMES] * N_CLIPS            # each clip's frames through the Q-Former once, nothing more
     # what grows: the story so far (the prompt prefix of clip i holds i narrations)
     assert prefix_tokens[10] < prefix_tokens[50] < prefix_tokens[N_CLIPS - 1]
     # what must not: resident memory from clip 10 to clip 100

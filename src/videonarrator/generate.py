@@ -221,6 +221,7 @@ class _VideoState:
     outputs: list[ClipOutput] = field(default_factory=list)
     prefix_ids: list[int] = field(default_factory=list)                     # tokens whose keys/values are cached
     prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None       # per layer (1, H_kv, Lc, d)
+    frame_queries: list[torch.Tensor] = field(default_factory=list)         # per narrated clip: (F, Q, H) Q-Former outputs
 
 
 @dataclass
@@ -380,7 +381,19 @@ def _narrate_clip(model: VideoNarrator, states: list[_VideoState], i: int, cfg: 
         # the new tokens: the rest of the prefix (a story line; all of it when nothing is cached) + visual + suffix
         tails.append(replace(sample, prefix_ids=sample.prefix_ids[keep:]))
     with torch.no_grad():
-        seqs = model.build_inputs_embeds(ClipBatch(tails).to(device), with_target=False)   # B x (T_b, D)
+        batch = ClipBatch(tails).to(device)
+        visual = None
+        if model.visual is not None and not cfg.reencode:
+            # each frame through the Q-Former once per video: the memory reads the kept outputs of the
+            # earlier clips instead of encoding all earlier frames again (O(1) work per clip, not O(i))
+            visual = []
+            for s, t in zip(states, batch.samples):
+                model.visual.check_clip(t.clip_patches, t.bucket, f"video {s.video.id!r} clip {i}")
+                cur = model.visual.encode_frames(t.clip_patches)                        # (F, Q, H)
+                prev = torch.cat(s.frame_queries) if s.frame_queries else cur[:0]       # (F_prev, Q, H)
+                visual.append(model.visual.clip_tokens(cur, prev, t.bucket))
+                s.frame_queries.append(cur)
+        seqs = model.build_inputs_embeds(batch, with_target=False, visual=visual)       # B x (T_b, D)
 
     # R = B*K rows: each video's candidates side by side
     owner = [b for b in range(len(states)) for _ in range(K)]

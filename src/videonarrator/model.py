@@ -180,26 +180,30 @@ class VisualEncoder(nn.Module):
         # One Q-Former pass over every frame of the batch, then split back.
         chunks, counts = [], []
         for b, (cur, prev, bucket) in enumerate(zip(clip_patches, earlier_patches, buckets)):
-            if len(cur) == 0:
-                raise ValueError(f"batch sample {b}: the clip has no kept frames; every clip needs at least one")
-            if not 0 <= bucket < self.cfg.num_position_buckets:
-                raise ValueError(f"batch sample {b}: position bucket {bucket} outside "
-                                 f"0..{self.cfg.num_position_buckets - 1}")
+            self.check_clip(cur, bucket, f"batch sample {b}")
             chunks.append(cur)
             prev = prev if (self.cfg.use_memory and prev is not None) else cur[:0]
             chunks.append(prev)
             counts += [len(cur), len(prev)]
         queries = self.encode_frames(torch.cat(chunks)).split(counts)            # each (F, Q, H)
-        out = []
-        for b, bucket in enumerate(buckets):
-            cur, prev = queries[2 * b], queries[2 * b + 1]
-            if self.clip_pos is not None:
-                cur = cur + self.clip_pos.weight[bucket]                           # (F, Q, H) + (H,)
-            tokens = cur.flatten(0, 1)                                             # (F*Q, H)
-            if len(prev):
-                tokens = torch.cat([self.memory(prev).flatten(0, 1), tokens])      # (M'*Q + F*Q, H)
-            out.append(self.projector(tokens))                                     # (M'*Q + F*Q, D)
-        return out
+        return [self.clip_tokens(queries[2 * b], queries[2 * b + 1], bucket) for b, bucket in enumerate(buckets)]
+
+    def check_clip(self, frames: torch.Tensor, bucket: int, where: str) -> None:
+        if len(frames) == 0:
+            raise ValueError(f"{where}: the clip has no kept frames; every clip needs at least one")
+        if not 0 <= bucket < self.cfg.num_position_buckets:
+            raise ValueError(f"{where}: position bucket {bucket} outside 0..{self.cfg.num_position_buckets - 1}")
+
+    def clip_tokens(self, cur: torch.Tensor, prev: torch.Tensor, bucket: int) -> torch.Tensor:
+        """One clip's embeddings from Q-Former outputs: (F, Q, H) of its frames and (F_prev, Q, H)
+        of the earlier frames (generation keeps these, so each frame goes through the Q-Former once)
+        -> (M'*Q + F*Q, D)."""
+        if self.clip_pos is not None:
+            cur = cur + self.clip_pos.weight[bucket]                               # (F, Q, H) + (H,)
+        tokens = cur.flatten(0, 1)                                                 # (F*Q, H)
+        if self.cfg.use_memory and len(prev):
+            tokens = torch.cat([self.memory(prev).flatten(0, 1), tokens])          # (M'*Q + F*Q, H)
+        return self.projector(tokens)                                              # (M'*Q + F*Q, D)
 
     def load_qformer(self, path_or_file: str | Path) -> None:
         """Load BLIP-2 Q-Former weights (transformers folder or LAVIS .pth) into this encoder."""
@@ -336,14 +340,17 @@ class VideoNarrator(nn.Module):
         """(L,) token ids -> (L, D) input embeddings."""
         return self._hf().get_input_embeddings()(ids)
 
-    def build_inputs_embeds(self, batch: ClipBatch, with_target: bool = True) -> list[torch.Tensor]:
+    def build_inputs_embeds(self, batch: ClipBatch, with_target: bool = True,
+                            visual: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Per-sample embedding sequences [prefix][visual][suffix](+[target]), each (L_b, D).
 
         For generation pass ``with_target=False`` and pad on the left with
-        :func:`pad_embeds` (``side="left"``).
+        :func:`pad_embeds` (``side="left"``); ``visual``: the samples' visual
+        embeddings when the caller computed them (else from the samples' frames).
         """
-        visual = [None] * len(batch)
-        if self.visual is not None:
+        if visual is None and self.visual is None:
+            visual = [None] * len(batch)
+        elif visual is None:
             visual = self.visual([s.clip_patches for s in batch.samples],
                                  [s.earlier_patches for s in batch.samples],
                                  [s.bucket for s in batch.samples])
