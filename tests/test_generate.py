@@ -287,6 +287,21 @@ def test_eos_is_blocked_until_lo(llm_dir):
     assert gen_out.stop == "max_new_tokens"     # generated mode: EOS stays blocked until "Narration:" + lo words
 
 
+def test_other_special_tokens_stop_like_eos_and_never_reach_the_text(tmp_path):
+    """SmolLM2 may write its chat marker "<|im_start|>" where it means to stop: that ends the
+    narration (and is blocked before the window's lower bound, like EOS); it is never text."""
+    corpus = [build_clip_prompt(v, i, mode="given").text() for v in VIDEOS for i in range(len(v.clips))] * 5
+    llm = make_tiny_llm(tmp_path / "llm", corpus, extra_special=("<|im_start|>",))
+    m = build(llm, use_video=False)
+    start = m.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    bias_head(m, {start: 100.0})                             # the model wants to write <|im_start|> at once
+    for lo in (0, 3):
+        out = narrate_videos(m, [make_video("a", 2, 2, window=(lo, lo + 4))], {},
+                             replace(GREEDY, max_new_tokens=20), progress=False)["a"]
+        for o in out:
+            assert o.stop == "eos" and "<|im_start|>" not in o.raw and o.length >= lo
+
+
 def test_model_stops_are_never_inside_a_word(llm_dir):
     """Length-controlled decoding is a prefix of free decoding; where it stopped, a new word began."""
     m = build(llm_dir, use_video=False)

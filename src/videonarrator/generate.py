@@ -303,6 +303,9 @@ def _decode(model: VideoNarrator, rows: list[_Row], logits: torch.Tensor, cache,
     """Decode all rows from their first logits (R, V) until each stops; fills ``row.ids/raw/stop``."""
     hf, tok = model._hf(), model.tokenizer
     eos = tok.eos_token_id
+    # Any special token ends a narration like EOS (SmolLM2 may write "<|im_start|>" where it means to stop);
+    # none is ever part of the text.
+    stops = sorted({eos, *tok.all_special_ids})
     live = list(range(len(rows)))                      # rows still in the batch, in batch order
     for _ in range(cfg.max_new_tokens):
         chosen = []
@@ -312,7 +315,7 @@ def _decode(model: VideoNarrator, rows: list[_Row], logits: torch.Tensor, cache,
             scores = _repetition_penalty(logits[j].clone(), row.ids, cfg.repetition_penalty)
             block_eos, block_newline = row.rule.blocks(row.raw)
             if block_eos:
-                scores[eos] = float("-inf")
+                scores[stops] = float("-inf")
             if block_newline and len(newline_ids):
                 scores[newline_ids] = float("-inf")
             if cfg.temperature == 0:
@@ -321,7 +324,7 @@ def _decode(model: VideoNarrator, rows: list[_Row], logits: torch.Tensor, cache,
                 probs = torch.softmax(scores / cfg.temperature, dim=-1).cpu()
                 t = int(torch.multinomial(probs, 1, generator=row.generator))
             chosen.append(t)
-            if t == eos:
+            if t in stops:
                 row.logprobs.append(float(logprob[t]))
                 row.stop = "eos"
                 continue

@@ -169,11 +169,13 @@ EOS = "<|im_end|>"
 
 
 def make_tiny_llm(out_dir: str | Path, corpus: Iterable[str], hidden: int = 32, layers: int = 2,
-                  heads: int = 4, vocab_size: int = 384, seed: int = 0) -> Path:
+                  heads: int = 4, vocab_size: int = 384, seed: int = 0,
+                  extra_special: tuple[str, ...] = ()) -> Path:
     """Write a random tiny ``LlamaForCausalLM`` and a byte-level BPE tokenizer trained on ``corpus``.
 
     Byte-level, so any text (Chinese too) encodes; ``<|im_end|>`` is both eos
-    and pad, as in SmolLM2.  Takes well under a second.
+    and pad, as in SmolLM2; ``extra_special`` adds special tokens such as
+    SmolLM2's ``<|im_start|>``.  Takes well under a second.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -181,10 +183,11 @@ def make_tiny_llm(out_dir: str | Path, corpus: Iterable[str], hidden: int = 32, 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, *extra_special],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     bpe.train_from_iterator(list(corpus), trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=EOS)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=EOS,
+                                        additional_special_tokens=list(extra_special))
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
