@@ -317,6 +317,20 @@ def _(tmp_path, request):
     return msg
 
 
+@case("E-SyncVidStory video without frames (main pipeline)", "has no frames under",
+      "without frames, run the text-side profile instead: dvc repro esyncvidstory/dvc.yaml")
+def _(tmp_path, request):
+    from videonarrator.realdata import prepare_official
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    esv = {"annotations": str(write_split(tmp_path, [RECORD])), "frames_root": str(frames), "val_fraction": 0.1,
+           "test_fraction": 0.1, "max_knowledge_chars": None}
+    msg = message_of(FileNotFoundError, prepare_official, esv, 0, tmp_path / "processed", progress=False)
+    assert f"video '{VID}'" in msg and not (tmp_path / "processed").exists()
+    return msg
+
+
 # -- the product sheet (videonarrator-narrate) ---------------------------------------------------------
 
 def narrate_cli_error(tmp_path, request, sheet_text: str) -> str:
