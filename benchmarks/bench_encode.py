@@ -107,7 +107,8 @@ def bench_tower(key: str, videos, frames_root: Path, work: Path, batch_size: int
     agree = torch.allclose(project_pooled, naive_pooled, rtol=1e-3, atol=1e-4 * max(1.0, scale))
 
     fps_project, fps_naive = n / t_project, n / t_naive
-    print(f"{tower}: {n} frames of {len(videos)} videos, batch {batch_size}, torch threads {torch.get_num_threads()}")
+    print(f"{tower}: {n} frames of {len(videos)} videos, batch {batch_size}, torch threads {torch.get_num_threads()} "
+          f"(the project's path encoded with {first['encode_threads']} beside {first['decode_workers']} decoding)")
     print(f"  project (extract_features)  {t_project:7.2f} s  {fps_project:8.1f} frames/s  "
           f"x{fps_project / fps_naive:.2f} vs naive")
     print(f"  naive per-frame loop        {t_naive:7.2f} s  {fps_naive:8.1f} frames/s")
@@ -120,7 +121,8 @@ def bench_tower(key: str, videos, frames_root: Path, work: Path, batch_size: int
     figs.add(f"{key}.tower_load_s", t_load, "s")
     figs.add(f"{key}.max_abs_diff", diff, "")
     return {"tower": tower, "frames": n, "videos": len(videos), "project_s": t_project, "naive_s": t_naive,
-            "cached_s": t_cached, "tower_load_s": t_load, "agree": bool(agree), "max_abs_diff": diff}
+            "cached_s": t_cached, "tower_load_s": t_load, "agree": bool(agree), "max_abs_diff": diff,
+            "project_encode_threads": first["encode_threads"], "project_decode_workers": first["decode_workers"]}
 
 
 def main() -> int:

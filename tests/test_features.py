@@ -197,6 +197,48 @@ def test_extract_cache_and_reencode(tmp_path, dataset, tower):
     assert (s["encoded"], s["skipped"]) == (2, 0)
 
 
+def test_encoder_threads_give_decoders_their_cores_only_for_a_cheap_tower():
+    from videonarrator.features import encoder_threads
+    # default tiny tower on 2 cores: 64 frames decode in 32 ms of CPU, encode in 19 ms with 2 threads
+    assert encoder_threads(0.032, 0.019, threads=2, workers=1, cores=2) == 1
+    assert encoder_threads(0.032, 0.010, threads=8, workers=2, cores=8) == 6
+    # ViT-B-32: decoding 70 ms against 5.4 s of encoding keeps every thread
+    assert encoder_threads(0.070, 5.4, threads=2, workers=1, cores=2) == 2
+    # the boundary: decode CPU at exactly a quarter of the encoder's CPU splits
+    assert encoder_threads(1.0, 2.0, threads=2, workers=1, cores=2) == 1
+    assert encoder_threads(0.99, 2.0, threads=2, workers=1, cores=2) == 2
+    # no core to give (as many decoders as cores): unchanged
+    assert encoder_threads(1.0, 0.1, threads=2, workers=2, cores=2) == 2
+
+
+def test_thread_count_does_not_change_the_features(tower):
+    """extract_features picks its torch threads from timings; the features must not depend on it."""
+    frames, before = random_frames(8), torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append(encode_frames(tower, frames))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_extract_features_restores_torch_threads(tmp_path, dataset, monkeypatch):
+    root, videos = dataset
+    before = torch.get_num_threads()
+    monkeypatch.setattr(features, "available_cores", lambda: before + 1)
+    monkeypatch.setattr(features, "encoder_threads", lambda *a: 1)   # as if decoding were costly
+    s = extract_features(videos, root, tmp_path / "feats", TowerConfig(), batch_size=2, progress=False)
+    assert (s["encode_threads"], s["decode_workers"]) == (1, 1)
+    assert torch.get_num_threads() == before
+    # and after a failure mid-run
+    monkeypatch.setattr(features, "save_file", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(videos, root, tmp_path / "feats2", TowerConfig(), batch_size=2, progress=False)
+    assert torch.get_num_threads() == before
+
+
 def test_interrupted_run_leaves_valid_files_and_resumes(tmp_path, dataset, monkeypatch):
     root, videos = dataset
     out = tmp_path / "feats"
