@@ -204,9 +204,9 @@ def test_encoder_threads_give_decoders_their_cores_only_for_a_cheap_tower():
     assert encoder_threads(0.032, 0.010, threads=8, workers=2, cores=8) == 6
     # ViT-B-32: decoding 70 ms against 5.4 s of encoding keeps every thread
     assert encoder_threads(0.070, 5.4, threads=2, workers=1, cores=2) == 2
-    # the boundary: decode CPU at exactly a quarter of the encoder's CPU splits
-    assert encoder_threads(1.0, 2.0, threads=2, workers=1, cores=2) == 1
-    assert encoder_threads(0.99, 2.0, threads=2, workers=1, cores=2) == 2
+    # the boundary: decode CPU at exactly a tenth of the encoder's CPU splits
+    assert encoder_threads(1.0, 5.0, threads=2, workers=1, cores=2) == 1
+    assert encoder_threads(0.99, 5.0, threads=2, workers=1, cores=2) == 2
     # no core to give (as many decoders as cores): unchanged
     assert encoder_threads(1.0, 0.1, threads=2, workers=2, cores=2) == 2
 

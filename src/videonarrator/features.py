@@ -400,15 +400,16 @@ def encoder_threads(decode_s: float, encode_s: float, threads: int, workers: int
     """Torch threads for encoding, from one batch's timings (decode CPU seconds summed over the
     frames; encode wall seconds with ``threads`` threads).
 
-    Decoding runs in ``workers`` threads beside the encoder.  When it costs at least a quarter of
+    Decoding runs in ``workers`` threads beside the encoder.  When it costs at least a tenth of
     the encoder's CPU time (a small tower: the default's decode and encode are both ~0.5 ms a
-    frame), the encoder leaves the decoders their cores, so the two overlap instead of contending
-    (measured on 2 cores: 1,710 against 1,114 frames/s).  A big tower keeps every thread: its
-    decoding is ~1 % of the work (ViT-B-32 with one thread instead of two: x1.6 slower).
+    frame), the encoder leaves the decoders their cores: torch's threads wait for each other, so
+    one descheduled by a decoder stalls them all (measured on 2 cores: 1,710 frames/s with one
+    thread beside one decoder, 1,199 with two).  A big tower keeps every thread: its decoding is
+    ~1 % of the work (ViT-B-32 with one thread instead of two: x1.6 slower).
     The features do not depend on the choice: one and two threads give bitwise equal outputs
     (tested), so a timing-based choice keeps reruns identical.
     """
-    if cores > workers and 4 * decode_s >= encode_s * threads:
+    if cores > workers and 10 * decode_s >= encode_s * threads:
         return max(1, cores - workers)
     return threads
 
