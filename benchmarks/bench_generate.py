@@ -4,6 +4,7 @@
     python benchmarks/bench_generate.py --smollm2 /tmp/smollm2 # a converted SmolLM2-135M-Instruct folder
                                                               # (videonarrator.llm.prepare_smollm2(dir) writes one)
     python benchmarks/bench_generate.py --quick               # 2 videos x 3 clips, 8 tokens: checks the script works
+    python benchmarks/bench_generate.py --smollm2 auto --knowledge-tokens 1000   # E-SyncVidStory-length prompts
 
 Videos of 8 clips with long-ish product knowledge, greedy decoding, a random
 visual side (the speed does not depend on trained weights).  Three runs over
