@@ -57,9 +57,10 @@ def _memory_gib() -> float | None:
 def machine_info() -> dict:
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from videonarrator.features import available_cores
+
     return {
-        "cpu": _cpu_model(), "cores": cores, "memory_gib": _memory_gib(),
+        "cpu": _cpu_model(), "cores": available_cores(), "memory_gib": _memory_gib(),
         "python": platform.python_version(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -475,9 +475,23 @@ def extract_features(videos: Iterable[Video], frames_root: str | Path, out_dir: 
                 if b == 1:   # the first batch pays one-off costs; decide on the second
                     torch.set_num_threads(encoder_threads(sum(s for _, s in decoded), time.perf_counter() - t,
                                                           threads, workers, cores))
-                current, filled = _write_done(todo, current, filled + len(batch), done_pooled, done_tokens,
-                                              pooled, tokens, out_dir, tower_cfg)
+                done_pooled.append(pooled)
+                done_tokens.append(tokens)
+                filled += len(batch)
                 bar.update(len(batch))
+                # write every video whose frames are now all encoded
+                while current < len(todo):
+                    video, paths, key = todo[current]
+                    counts = [len(c) for c in paths]
+                    n = sum(counts)
+                    if filled < n:
+                        break
+                    all_p, all_t = torch.cat(done_pooled), torch.cat(done_tokens)
+                    _write_video(features_path(out_dir, video.id), video, key, tower_cfg,
+                                 all_p[:n], all_t[:n], counts)
+                    done_pooled, done_tokens = [all_p[n:]], [all_t[n:]]
+                    filled -= n
+                    current += 1
         finally:
             encode_threads = torch.get_num_threads()
             torch.set_num_threads(threads)
@@ -494,26 +508,6 @@ def extract_features(videos: Iterable[Video], frames_root: str | Path, out_dir: 
 def _timed_decode(path: Path, size: int) -> tuple[np.ndarray, float]:
     t = time.thread_time()
     return _decode_frame(path, size), time.thread_time() - t
-
-
-def _write_done(todo, current: int, filled: int, done_pooled: list, done_tokens: list,
-                pooled: torch.Tensor, tokens: torch.Tensor, out_dir: Path, tower_cfg: TowerConfig) -> tuple[int, int]:
-    """Append a batch's outputs and write every video whose frames are now all encoded;
-    returns the next video to fill and the frames encoded beyond the written ones."""
-    done_pooled.append(pooled)
-    done_tokens.append(tokens)
-    while current < len(todo):
-        video, paths, key = todo[current]
-        counts = [len(c) for c in paths]
-        n = sum(counts)
-        if filled < n:
-            break
-        all_p, all_t = torch.cat(done_pooled), torch.cat(done_tokens)
-        _write_video(features_path(out_dir, video.id), video, key, tower_cfg, all_p[:n], all_t[:n], counts)
-        done_pooled[:], done_tokens[:] = [all_p[n:]], [all_t[n:]]
-        filled -= n
-        current += 1
-    return current, filled
 
 
 def load_video_features(out_dir: str | Path, video: Video,
