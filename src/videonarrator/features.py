@@ -406,8 +406,8 @@ def encoder_threads(decode_s: float, encode_s: float, threads: int, workers: int
     one descheduled by a decoder stalls them all (measured on 2 cores: 1,710 frames/s with one
     thread beside one decoder, 1,199 with two).  A big tower keeps every thread: its decoding is
     ~1 % of the work (ViT-B-32 with one thread instead of two: x1.6 slower).
-    The features do not depend on the choice: one and two threads give bitwise equal outputs
-    (tested), so a timing-based choice keeps reruns identical.
+    The features do not depend on the choice: one and two threads give bitwise equal tensors
+    (tested), so a timing-based choice keeps the encoded values identical.
     """
     if cores > workers and 10 * decode_s >= encode_s * threads:
         return max(1, cores - workers)
