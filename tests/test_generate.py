@@ -7,7 +7,8 @@ from torch import nn
 import videonarrator.generate as gen
 from videonarrator.dataset import VisualInputs, clip_sample
 from videonarrator.generate import (ClipOutput, GenerationConfig, LengthRule, ends_sentence, has_line_break,
-                                    narrate_videos, narration_part, pick_candidate, row_seed)
+                                    label_lines, narrate_videos, narration_part, pick_candidate, row_seed)
+from videonarrator.labels import format_labels, label_candidates
 from videonarrator.llm import LoraSettings, make_tiny_llm
 from videonarrator.model import VideoNarrator, VideoNarratorConfig, collate
 from videonarrator.prompt import build_clip_prompt, build_prefix
@@ -98,10 +99,12 @@ def test_cache_reuse_equals_full_reencode(model, text_model, mode, use_video, mo
     cfg = replace(GREEDY, mode=mode)
     fed.clear()
     full = narrate_videos(m, video, VISUAL, replace(cfg, reencode=True), progress=False)
-    full_fed = [n for n in fed if n > 1]
+    # generated mode feeds the chosen label line after each prompt: keep the prompt passes only
+    every = 2 if mode == "generated" else 1
+    full_fed = [n for n in fed if n > 1][::every]
     fed.clear()
     cached = narrate_videos(m, video, VISUAL, cfg, progress=False)
-    cached_fed = [n for n in fed if n > 1]
+    cached_fed = [n for n in fed if n > 1][::every]
     assert_same(cached, full)
     assert [o.text for o in cached["a"]] == [o.text for o in full["a"]]
     assert any(o.raw for o in full["a"])
@@ -284,7 +287,8 @@ def test_eos_is_blocked_until_lo(llm_dir):
         assert all(o.length == 0 and o.stop == "eos" for o in free)
     gen_out = narrate_videos(m, [make_video("a", 1, 2, window=(3, 6))], {},
                              replace(GREEDY, mode="generated", max_new_tokens=30), progress=False)["a"][0]
-    assert gen_out.stop == "max_new_tokens"     # generated mode: EOS stays blocked until "Narration:" + lo words
+    # generated mode: after the chosen label line, EOS stays blocked until the narration has lo words
+    assert gen_out.raw.startswith("Label: ") and gen_out.stop == "eos" and gen_out.length >= 3
 
 
 def test_other_special_tokens_stop_like_eos_and_never_reach_the_text(tmp_path):
@@ -332,14 +336,12 @@ def test_model_stops_are_never_inside_a_word(llm_dir):
 # -- generated mode: labels ---------------------------------------------------------------------------
 
 def test_generated_mode_parses_label_and_narration(llm_dir):
-    """A tiny model taught one clip writes its label and narration; a random one writes junk (labels None)."""
+    """A tiny model taught one clip chooses its label and writes its narration."""
     video = Video(id="one", product=Product("Aloe Cream", {"ingredients": ["aloe vera"]}),
                   clips=[Clip(index=0, start=0, end=3, window=(2, 8), labels=["pain_point"],
                               narration="Dry skin all winter? Try aloe")])
     torch.manual_seed(0)
     m = VideoNarrator.from_llm(replace(CFG, use_video=False), llm_dir, lora=None)
-    junk = narrate_videos(m, VIDEOS, {}, replace(GREEDY, mode="generated"), progress=False)
-    assert all(o.labels is None and isinstance(o.text, str) for v in junk.values() for o in v)
     m.llm.requires_grad_(True)
     batch = collate([clip_sample(m.tokenizer, video, 0, None, mode) for mode in ("given", "generated")])
     opt = torch.optim.Adam(m.llm.parameters(), lr=3e-2)
@@ -358,3 +360,61 @@ def test_generated_mode_parses_label_and_narration(llm_dir):
         (["pain_point"], "Dry skin all winter?", 4, True, "sentence")   # stopped at the first sentence end
     given = narrate_videos(m, [video], {}, cfg, progress=False)["one"][0]
     assert (given.labels, given.text) == (["pain_point"], "Dry skin all winter?")
+
+
+# -- generated mode: the label is chosen among valid candidates by likelihood ----------------------------
+
+def test_generated_mode_always_yields_a_valid_label(llm_dir):
+    """Even a random model's generated storyline is a real label (never None), and the raw text
+    starts with that label line; the narration after it is decoded as usual."""
+    torch.manual_seed(0)
+    m = VideoNarrator.from_llm(replace(CFG, use_video=False), llm_dir, lora=None)
+    out = narrate_videos(m, VIDEOS, {}, replace(GREEDY, mode="generated"), progress=False)
+    for v in out.values():
+        for o in v:
+            assert o.labels is not None and len(o.labels) == 1
+            assert o.raw.startswith(f"Label: {format_labels(o.labels)}\nNarration:")
+
+
+def test_label_choice_is_the_most_likely_candidate(model):
+    """The chosen label line has the highest summed log-probability among the candidates, scored
+    independently by full re-encoding of prompt + line (so cache, pads and positions are checked)."""
+    video = VIDEOS[1]
+    cands = label_candidates([["pain_point", "product_trial"]])
+    cfg = replace(GREEDY, mode="generated", label_candidates=cands, max_new_tokens=20)
+    out = narrate_videos(model, [video], VISUAL, cfg, progress=False)[video.id]
+    tok = model.tokenizer
+    conts = label_lines(tok, "en", cands)
+    for i, o in enumerate(out):
+        story = [x.text for x in out[:i]]
+        sample = clip_sample(tok, video, i, VISUAL[video.id], "generated", story_so_far=story, with_target=False)
+        with torch.no_grad():
+            prompt = model.build_inputs_embeds(collate([sample]), with_target=False)[0]       # (T, D)
+            totals = []
+            for c in conts:
+                x = torch.cat([prompt, model.embed_tokens(torch.tensor(c))])[None]
+                logp = torch.log_softmax(model._hf()(inputs_embeds=x).logits[0].float(), -1)
+                T = len(prompt)
+                totals.append(sum(float(logp[T - 1 + k, t]) for k, t in enumerate(c)))
+        best = max(range(len(cands)), key=lambda j: totals[j])
+        assert o.labels == list(cands[best]), (i, o.labels, cands[best])
+        assert o.raw.startswith(tok.decode(conts[best]))
+
+
+def test_label_choice_with_batches_and_cache_equals_one_by_one(model):
+    cfg = replace(GREEDY, mode="generated", label_candidates=label_candidates([["pain_point", "purchase_guidance"]]))
+    together = narrate_videos(model, VIDEOS, VISUAL, replace(cfg, batch_size=3), progress=False)
+    alone = {v.id: narrate_videos(model, [v], VISUAL, replace(cfg, reencode=True), progress=False)[v.id]
+             for v in VIDEOS}
+    assert_same(together, alone)
+
+
+def test_label_candidates_and_their_validation():
+    cands = label_candidates([["pain_point"], ["pain_point", "product_trial"], ["pain_point", "product_trial"]])
+    assert len(cands) == 13 and cands[-1] == ("pain_point", "product_trial")
+    with pytest.raises(ValueError, match="unknown script label 'nope'"):
+        label_candidates([["nope"]])
+    with pytest.raises(ValueError, match="unknown script label 'nope'"):
+        GenerationConfig(mode="generated", label_candidates=(("nope",),)).check()
+    with pytest.raises(ValueError, match="non-empty"):
+        GenerationConfig(mode="generated", label_candidates=((),)).check()

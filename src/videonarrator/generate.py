@@ -2,9 +2,10 @@
 
 Clip i's prompt holds the narrations the model wrote for clips < i (the story
 so far), so a video is narrated autoregressively, one clip after the other.
-In "given" mode the clip's labels come from the data; in "generated" mode the
-model writes ``Label: ...\\nNarration: ...`` and :func:`prompt.parse_generated`
-reads both.
+In "given" mode the clip's labels come from the data.  In "generated" mode the
+model first chooses the clip's label line among valid candidates by likelihood
+(see *Generated storyline* below), then writes the narration after it, and
+:func:`prompt.parse_generated` reads both.
 
 KV-cache reuse
 --------------
@@ -68,6 +69,18 @@ Nothing is truncated afterwards.  With ``num_candidates > 1`` (needs
 inside the window with the best mean log-probability (the model's own,
 before penalty and temperature) is kept; if none is inside, the one closest
 to the window.  ``length_control=False`` turns rules 1-3 off (an ablation).
+
+Generated storyline
+-------------------
+A free-running label line is often no label at all (a small model writes a
+phrase of its own, or skips the line), which would leave the clip without a
+storyline.  So the label is chosen, not written: after the prompt, every
+candidate continuation ``Label: <labels>\\nNarration:`` (the 12 labels, plus the
+multi-label sets of ``GenerationConfig.label_candidates``) is scored by the
+model's summed log-probability, the most likely one is fed as if the model had
+written it, and decoding goes on from there.  The choice ignores temperature
+and repetition penalty (it is the model's own most likely label line), so it is
+the same for every candidate narration of a clip.
 """
 from __future__ import annotations
 
@@ -79,6 +92,7 @@ from typing import Callable
 import torch
 
 from .dataset import VisualInputs, clip_sample
+from .labels import check_label, format_labels, label_candidates
 from .model import ClipBatch, VideoNarrator, pad_embeds
 from .prompt import MODES, TEMPLATES, ClipPrompt, build_clip_prompt, parse_generated
 from .schema import Video, text_length
@@ -98,6 +112,8 @@ class GenerationConfig:
     batch_size: int = 8              # videos decoded together
     length_control: bool = True      # False: no min-length block, no sentence / max-length stops
     reencode: bool = False           # True: no KV-cache reuse, every clip's prompt encoded from scratch
+    # generated mode: the label sets chosen among (None: the 12 single labels; see labels.label_candidates)
+    label_candidates: tuple[tuple[str, ...], ...] | None = None
 
     def check(self) -> "GenerationConfig":
         if self.mode not in MODES:
@@ -110,13 +126,20 @@ class GenerationConfig:
                              f"(got {self.repetition_penalty})")
         if self.num_candidates > 1 and self.temperature == 0:
             raise ValueError("num_candidates > 1 needs temperature > 0: greedy candidates would all be the same")
+        if self.label_candidates is not None:
+            if not self.label_candidates or not all(self.label_candidates):
+                raise ValueError("GenerationConfig.label_candidates must be None or a non-empty list of "
+                                 "non-empty label sets (see labels.label_candidates)")
+            for keys in self.label_candidates:
+                for k in keys:
+                    check_label(k, "GenerationConfig.label_candidates")
         return self
 
 
 @dataclass
 class ClipOutput:
     text: str                        # the narration
-    labels: list[str] | None         # given mode: the data's labels; generated mode: parsed (None on junk)
+    labels: list[str] | None         # given mode: the data's labels; generated mode: the chosen labels
     raw: str                         # what the model wrote (EOS and a dropped last token excluded)
     length: int                      # text_length(text) in the video's unit
     in_window: bool                  # lo <= length <= hi
@@ -353,6 +376,77 @@ def _decode(model: VideoNarrator, rows: list[_Row], logits: torch.Tensor, cache,
         rows[r].stop = rows[r].stop or "max_new_tokens"
 
 
+def label_lines(tokenizer, language: str, candidates) -> list[list[int]]:
+    """Token ids of each candidate continuation ``Label: <labels>\\nNarration:`` (as the target writes it)."""
+    t = TEMPLATES[language]
+    texts = [f"{t.label}{t.space}{format_labels(list(c), language)}\n{t.narration}" for c in candidates]
+    return [tokenizer(x, add_special_tokens=False)["input_ids"] for x in texts]
+
+
+def _score_continuations(hf, model: VideoNarrator, cache, mask: torch.Tensor, next_pos: torch.Tensor,
+                         first_logits: torch.Tensor, row: int, conts: list[list[int]],
+                         chunk: int = 32) -> list[list[float]]:
+    """Log-probability of every token of each continuation after row ``row``'s prompt.
+
+    ``first_logits`` (R, V) are the prompt's last-position logits (they predict
+    each continuation's first token); the rest comes from one pass per chunk of
+    continuations on top of a copy of the row's cache (right-padded: pads come
+    after every real token, so they change nothing that is read).
+    """
+    from transformers import DynamicCache
+    first = torch.log_softmax(first_logits[row].float(), dim=-1)
+    out = []
+    for a in range(0, len(conts), chunk):
+        part = conts[a:a + chunk]
+        n, L = len(part), max(len(c) for c in part)
+        ids = torch.zeros(n, L, dtype=torch.long, device=mask.device)
+        valid = torch.zeros(n, L, dtype=torch.long, device=mask.device)
+        for j, c in enumerate(part):
+            ids[j, :len(c)], valid[j, :len(c)] = torch.tensor(c), 1
+        sub = DynamicCache([(layer.keys[row:row + 1].expand(n, -1, -1, -1),
+                             layer.values[row:row + 1].expand(n, -1, -1, -1)) for layer in cache.layers],
+                           config=hf.config)
+        att = torch.cat([mask[row:row + 1].expand(n, -1), valid], dim=1)             # (n, C + T + L)
+        pos = next_pos[row] + torch.arange(L, device=mask.device)[None].expand(n, -1)
+        logits = hf(inputs_embeds=model.embed_tokens(ids), attention_mask=att, position_ids=pos, cache=sub,
+                    use_cache=True).logits.float()                                    # (n, L, V)
+        lp = torch.log_softmax(logits[:, :-1], dim=-1)                                # predicts tokens 1..L-1
+        for j, c in enumerate(part):
+            out.append([float(first[c[0]])] + [float(lp[j, k - 1, c[k]]) for k in range(1, len(c))])
+    return out
+
+
+def _choose_labels(model: VideoNarrator, states: list[_VideoState], rows: list[_Row], K: int, cache,
+                   mask: torch.Tensor, next_pos: torch.Tensor, logits: torch.Tensor, cfg: GenerationConfig):
+    """Generated mode: each video's most likely label line is fed as the start of its rows.
+
+    Returns the logits, mask and next positions after the fed tokens; the rows'
+    ids, text and log-probabilities start with the chosen line.
+    """
+    hf, tok = model._hf(), model.tokenizer
+    candidates = cfg.label_candidates or label_candidates()
+    fed = []
+    for b, s in enumerate(states):
+        conts = label_lines(tok, s.video.language, candidates)
+        scores = _score_continuations(hf, model, cache, mask, next_pos, logits, b * K, conts)
+        best = max(range(len(conts)), key=lambda c: sum(scores[c]))                  # ties: first candidate
+        for k in range(K):
+            row = rows[b * K + k]
+            row.ids, row.logprobs = list(conts[best]), list(scores[best])
+            row.raw = tok.decode(row.ids)
+        fed += [conts[best]] * K
+    # feed the chosen lines (left-padded: the pads sit between prompt and line, masked, positions skip them)
+    L = max(len(f) for f in fed)
+    ids = torch.zeros(len(fed), L, dtype=torch.long, device=mask.device)
+    new = torch.zeros(len(fed), L, dtype=torch.long, device=mask.device)
+    for r, f in enumerate(fed):
+        ids[r, L - len(f):], new[r, L - len(f):] = torch.tensor(f), 1
+    pos = next_pos[:, None] + (new.cumsum(1) - 1).clamp(min=0)
+    mask = torch.cat([mask, new], dim=1)
+    logits = _forward(hf, model.embed_tokens(ids), mask, pos, cache)
+    return logits, mask, pos[:, -1] + 1
+
+
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -423,7 +517,10 @@ def _narrate_clip(model: VideoNarrator, states: list[_VideoState], i: int, cfg: 
             gen = torch.Generator().manual_seed(row_seed(cfg.seed, states[b].video.id, i, k))
         rule = LengthRule(clip.window[0], clip.window[1], states[b].video.language, cfg.mode, cfg.length_control)
         rows.append(_Row(rule, gen))
-    _decode(model, rows, logits, cache, mask, pos[:, -1] + 1, cfg, newline_ids)
+    next_pos = pos[:, -1] + 1
+    if cfg.mode == "generated":
+        logits, mask, next_pos = _choose_labels(model, states, rows, K, cache, mask, next_pos, logits, cfg)
+    _decode(model, rows, logits, cache, mask, next_pos, cfg, newline_ids)
 
     for b, s in enumerate(states):
         outs = [_clip_output(rows[b * K + k], s.video, i, cfg.mode, prompts[b]) for k in range(K)]

@@ -6,6 +6,8 @@ annotations (``label_definition.txt``).  A clip may carry several labels.
 """
 from __future__ import annotations
 
+from typing import Iterable, Sequence
+
 # key, English phrase, Chinese name (exactly as in the annotations)
 LABEL_TABLE: tuple[tuple[str, str, str], ...] = (
     ("product_recommendation", "product recommendation", "产品推荐"),
@@ -63,3 +65,14 @@ def parse_labels(text: str, language: str = "en", where: str = "") -> list[str]:
             )
         keys.append(lookup[part])
     return keys
+
+
+def label_candidates(seen: Iterable[Sequence[str]] = ()) -> tuple[tuple[str, ...], ...]:
+    """The label sets a generated storyline chooses among: every single label, then each
+    multi-label combination in ``seen`` (e.g. the training clips' labels), in first-seen order."""
+    out = [(key,) for key in LABELS]
+    for keys in seen:
+        keys = tuple(check_label(k, "label_candidates") for k in keys)
+        if keys and keys not in out:
+            out.append(keys)
+    return tuple(out)
