@@ -383,9 +383,11 @@ def label_lines(tokenizer, language: str, candidates) -> list[list[int]]:
     return [tokenizer(x, add_special_tokens=False)["input_ids"] for x in texts]
 
 
+SCORING_BYTES = 1 << 28   # bound on the cache copies of one scoring pass (256 MiB)
+
+
 def _score_continuations(hf, model: VideoNarrator, cache, mask: torch.Tensor, next_pos: torch.Tensor,
-                         first_logits: torch.Tensor, row: int, conts: list[list[int]],
-                         chunk: int = 32) -> list[list[float]]:
+                         first_logits: torch.Tensor, row: int, conts: list[list[int]]) -> list[list[float]]:
     """Log-probability of every token of each continuation after row ``row``'s prompt.
 
     ``first_logits`` (R, V) are the prompt's last-position logits (they predict
@@ -395,6 +397,10 @@ def _score_continuations(hf, model: VideoNarrator, cache, mask: torch.Tensor, ne
     """
     from transformers import DynamicCache
     first = torch.log_softmax(first_logits[row].float(), dim=-1)
+    # each continuation works on its own copy of the row's cache: bound how many are copied at once
+    per_copy = sum(layer.keys[row].numel() + layer.values[row].numel() for layer in cache.layers) \
+        * cache.layers[0].keys.element_size()
+    chunk = max(1, min(32, SCORING_BYTES // max(per_copy, 1)))
     out = []
     for a in range(0, len(conts), chunk):
         part = conts[a:a + chunk]
