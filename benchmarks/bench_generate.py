@@ -38,7 +38,9 @@ import torch  # noqa: E402
 
 import benchlib  # noqa: E402  (benchmarks/benchlib.py, beside this script)
 
+from videonarrator.config import Settings  # noqa: E402
 from videonarrator.dataset import VisualInputs  # noqa: E402
+from videonarrator.features import load_tower, tower_shape  # noqa: E402
 from videonarrator.generate import GenerationConfig, narrate_videos  # noqa: E402
 from videonarrator.llm import LoraSettings, make_tiny_llm  # noqa: E402
 from videonarrator.model import VideoNarrator, VideoNarratorConfig  # noqa: E402
@@ -90,10 +92,11 @@ def make_visual(videos: list[Video], cfg: VideoNarratorConfig, seed: int = 0) ->
 
 
 def build_model(args, videos: list[Video], tmp: str) -> VideoNarrator:
-    cfg = VideoNarratorConfig()                      # the default profile's visual side (random init)
+    settings = Settings(benchlib.default_params())   # the default profile's visual side (random init)
+    cfg = settings.model(vision_shape=tower_shape(load_tower(settings.tower())[0]))
     torch.manual_seed(0)
     if args.smollm2:
-        return VideoNarrator.from_llm(cfg, args.smollm2, lora=LoraSettings(r=8, alpha=16, dropout=0.0)).eval()
+        return VideoNarrator.from_llm(cfg, args.smollm2, lora=settings.lora()).eval()
     corpus = [build_clip_prompt(v, i, mode=m).text() for v in videos[:2] for i in range(len(v.clips))
               for m in ("given", "generated")] * 5
     llm_dir = make_tiny_llm(os.path.join(tmp, "tiny"), corpus, hidden=64, layers=4, heads=4, vocab_size=512)

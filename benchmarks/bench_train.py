@@ -51,10 +51,10 @@ def setup(args) -> dict:
     from transformers import AutoTokenizer
 
     from videonarrator.dataset import training_samples
-    from videonarrator.params import config_from
+    from videonarrator.config import Settings
+    from videonarrator.features import stored_shape
     from videonarrator.schema import split_videos
-    from videonarrator.systems import settings_from_params
-    from videonarrator.train import TrainConfig, sample_length
+    from videonarrator.train import sample_length
 
     params = benchlib.default_params()
     work = Path(args.work)
@@ -65,11 +65,14 @@ def setup(args) -> dict:
     tok = AutoTokenizer.from_pretrained(llm)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model_cfg, lora, tau = settings_from_params(params["model"])
+    settings = Settings(params)
+    train_videos = split_videos(videos, "train")
+    model_cfg, lora, tau = (settings.model(vision_shape=stored_shape(features, train_videos[0])), settings.lora(),
+                            settings.tau())
     seed = params["common"]["seed"]
-    samples = training_samples(tok, split_videos(videos, "train"), features, tau, params["train"]["modes"], seed,
+    samples = training_samples(tok, train_videos, features, tau, params["train"]["modes"], seed,
                                model_cfg.num_position_buckets)
-    cfg = config_from(TrainConfig, params["train"], seed=seed)
+    cfg = settings.train()
     lengths = [sample_length(s, model_cfg.num_query_tokens) for s in samples]
     return {"params": params, "llm": llm, "samples": samples, "lengths": lengths, "cfg": cfg,
             "model_cfg": model_cfg, "lora": lora}

@@ -105,7 +105,8 @@ def saved_narrator(tmp_path_factory):
     llm = make_tiny_llm(root / "llm", ["Product: Aloe Cream. Label: pain point Narration: Dry skin?"] * 20)
     torch.manual_seed(0)
     cfg = VideoNarratorConfig(vision_width=16, num_patches=5, qformer_hidden=16, qformer_heads=2,
-                              qformer_layers=1, num_query_tokens=2)
+                              qformer_layers=1, num_query_tokens=2, patch_pos_embed=True,
+                              memory_frames=1, story_clips=None)
     VideoNarrator.from_llm(cfg, llm, LoraSettings(r=2, dropout=0.0)).save_pretrained(root / "model")
     return root, llm
 
@@ -451,7 +452,8 @@ def tiny_training(llm):
                   clips=[Clip(i, 2.0 * i, 2.0 * i + 2, (1, 5), ["pain_point"], "Dry skin?") for i in range(4)])
     torch.manual_seed(0)
     cfg = VideoNarratorConfig(vision_width=16, num_patches=5, qformer_hidden=16, qformer_heads=2,
-                              qformer_layers=1, num_query_tokens=2)
+                              qformer_layers=1, num_query_tokens=2, patch_pos_embed=True,
+                              memory_frames=1, story_clips=None)
     model = VideoNarrator.from_llm(cfg, llm, LoraSettings(r=2, dropout=0.0))
     g = torch.Generator().manual_seed(0)
     samples = [encode_sample(model.tokenizer, build_clip_prompt(video, i), torch.randn(1, 5, 16, generator=g),
@@ -509,7 +511,7 @@ def test_bad_input_gives_a_clear_message(name, tmp_path, request):
 
 def test_a_clip_shorter_than_one_second_gets_one_frame(tmp_path):
     """No error: a 0.6 s video becomes one clip with one frame (its middle) and a 1-5 word window."""
-    spans, frames, info = narrate.cut_video(write_mp4(tmp_path / "short.mp4", 6), frame_size=32)
+    spans, frames, info = narrate.cut_video(write_mp4(tmp_path / "short.mp4", 6), PrepareConfig(), 8.0, frame_size=32)
     assert spans == [(0.0, 0.6)] and info.n_frames == 6
     assert sample_times(*spans[0]) == [0.5]
     assert narrate.window_for(0.6, "en") == (1, 5)

@@ -15,7 +15,7 @@ from videonarrator.schema import Clip, Product, Video, text_length
 
 P, W, Q = 5, 16, 4          # as tests/test_model.py: patches per frame, vision width, query tokens
 CFG = VideoNarratorConfig(vision_width=W, num_patches=P, qformer_hidden=16, qformer_layers=2, qformer_heads=2,
-                          num_query_tokens=Q)
+                          num_query_tokens=Q, patch_pos_embed=True, memory_frames=1, story_clips=None)
 LORA = LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
 NARR = ["Dry skin all winter?", "Meet the aloe cream.", "Grab it today.", "Soft and calm skin.", "Only 9.99 now."]
 GREEDY = GenerationConfig(temperature=0, max_new_tokens=14, batch_size=1)

@@ -136,14 +136,38 @@ def test_loss_log_round_trips_through_the_csvs(tmp_path):
 def test_training_can_start_from_saved_qformer_weights(project, tmp_path):
     from transformers import Blip2QFormerModel
 
-    from videonarrator.systems import settings_from_params
+    from videonarrator.config import Settings
 
     root, params = copy_project(project, tmp_path)
-    cfg = settings_from_params(params["model"])[0]
-    qformer = Blip2QFormerModel(cfg.__class__(**{**cfg.to_dict(), "vision_width": 64}).qformer_config())
-    qformer.save_pretrained(root / "blip2_qformer")
+    cfg = Settings(params).model(vision_shape=(64, 64))   # the tiny tower's features
+    Blip2QFormerModel(cfg.qformer_config()).save_pretrained(root / "blip2_qformer")
     params = {**params, "model": {**params["model"], "qformer_weights": "missing_folder"}}
     with pytest.raises(FileNotFoundError, match="missing_folder"):
         train_system(params, "videonarrator", root, progress=False, stop_after=1)
     params["model"]["qformer_weights"] = "blip2_qformer"
     assert train_system(params, "videonarrator", root, progress=False, stop_after=1)["steps"] == 1
+
+
+def test_tower_shape_reaches_the_saved_model_config(project, tmp_path):
+    """Features of a tower other than the default (36 patches of width 32) train a model whose
+    saved config records that shape; a config left at any other shape would fail at the Q-Former."""
+    from videonarrator.features import register_model_config, stored_shape
+    from videonarrator.io import read_json
+    from videonarrator.schema import load_dataset
+    from videonarrator.train import train_on_videos
+
+    root, params = copy_project(project, tmp_path)
+    register_model_config("vn-test-w32", {
+        "embed_dim": 32, "vision_cfg": {"image_size": 48, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}})
+    videos, _ = load_dataset(root / "data/processed/dataset.json")
+    extract_features(videos, root / "data/processed", root / "other_features", TowerConfig(name="vn-test-w32"),
+                     progress=False)
+    assert stored_shape(root / "other_features", videos[0]) == (36, 32)
+    for system, shape in (("videonarrator", [36, 32]), ("text_only", [0, 0])):
+        train_on_videos(params, system, videos, root / "other_features", root / "models" / system, root,
+                        progress=False, steps=1, checkpoint_every=0)
+        saved = read_json(root / "models" / system / "config.json")
+        assert [saved["num_patches"], saved["vision_width"]] == shape, system
+    model = VideoNarrator.from_pretrained(root / "models/videonarrator", root / "models/tiny_llm")
+    assert model.visual.qformer.config.encoder_hidden_size == 32 and model.visual.patch_pos.shape == (36, 32)

@@ -281,9 +281,9 @@ def encode_frames(model: torch.nn.Module, frames: Any, batch_size: int = 64) -> 
         pooled.append(p.float().cpu())
         tokens.append(t.float().cpu())
     if not pooled:  # N == 0: empty outputs with the right trailing shapes
-        width = visual.ln_post.normalized_shape[0]
+        patches, width = tower_shape(model)
         d = visual.proj.shape[1] if visual.proj is not None else width
-        return torch.zeros(0, d), torch.zeros(0, visual.grid_size[0] * visual.grid_size[1], width)
+        return torch.zeros(0, d), torch.zeros(0, patches, width)
     return torch.cat(pooled), torch.cat(tokens)
 
 
@@ -508,6 +508,27 @@ def extract_features(videos: Iterable[Video], frames_root: str | Path, out_dir: 
 def _timed_decode(path: Path, size: int) -> tuple[np.ndarray, float]:
     t = time.thread_time()
     return _decode_frame(path, size), time.thread_time() - t
+
+
+def tower_shape(model: torch.nn.Module) -> tuple[int, int]:
+    """(P, W): patch tokens per frame and their width that ``model``'s :func:`encode_frames` returns."""
+    visual = model.visual
+    return int(visual.grid_size[0] * visual.grid_size[1]), int(visual.ln_post.normalized_shape[0])
+
+
+def stored_shape(out_dir: str | Path, video: Video) -> tuple[int, int]:
+    """(P, W): patch tokens per frame and their width in ``video``'s feature file.
+
+    The model's Q-Former takes exactly this shape, and no params key holds it
+    (it follows from the tower and its image size), so a model config reads it here.
+    """
+    path = features_path(out_dir, video.id)
+    if not path.is_file():
+        raise FileNotFoundError(f"video {video.id!r}: features file {path} does not exist; "
+                                f"rerun the features stage (dvc repro features)")
+    with safe_open(str(path), framework="pt") as f:
+        shape = f.get_slice("clip0.tokens").get_shape()
+    return int(shape[1]), int(shape[2])
 
 
 def load_video_features(out_dir: str | Path, video: Video,

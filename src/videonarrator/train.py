@@ -315,32 +315,39 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
                     **overrides) -> dict:
     """Train ``system`` on the train split of ``videos`` (val split for the validation loss); save it
     to ``out_dir``.  ``overrides`` replace keys of the train section (e.g. ``steps``)."""
+    from .config import Settings
     from .dataset import training_samples
-    from .params import config_from
+    from .features import stored_shape
     from .schema import split_videos
-    from .systems import settings_from_params, system_config
+    from .systems import sees_video as system_sees_video
 
     root = Path(root)
-    base_cfg, lora, tau = settings_from_params(params["model"])
-    model_cfg, tau = system_config(system, base_cfg, tau)
-    if model_cfg.use_video and features_dir is None:
+    settings = Settings(params)
+    train_videos = split_videos(videos, "train")
+    sees_video = system_sees_video(system)
+    if not train_videos:
+        raise ValueError("the dataset has no videos in the train split; prepare it again with a larger "
+                         "prepare.n_videos or a smaller val/test fraction")
+    if sees_video and features_dir is None:
         raise ValueError(f"system {system!r} needs frame features, and these videos have none; "
                          f"train text_only instead")
-    torch.manual_seed(params["common"]["seed"])  # the fresh LoRA and visual weights are seeded too
-    narrator = VideoNarrator.from_llm(model_cfg, root / params["llm"]["path"], lora,
-                                      trust_remote_code=params["llm"]["trust_remote_code"],
-                                      attn_implementation=params["llm"]["attn_implementation"])
+    # the tower's patch count and width come from the features (recorded in the saved config)
+    shape = stored_shape(features_dir, train_videos[0]) if sees_video else None
+    model_cfg, tau = settings.model(system, vision_shape=shape), settings.tau(system)
+    torch.manual_seed(settings.seed)  # the fresh LoRA and visual weights are seeded too
+    narrator = VideoNarrator.from_llm(model_cfg, root / params["llm"]["path"], settings.lora(),
+                                      **settings.llm_kwargs())
     if narrator.visual is not None and params["model"]["qformer_weights"]:
         narrator.visual.load_qformer(root / params["model"]["qformer_weights"])  # BLIP-2 start (paper)
-    features_dir = features_dir if model_cfg.use_video else None
-    seed, modes = params["common"]["seed"], params["train"]["modes"]
+    features_dir = features_dir if sees_video else None
+    seed, modes = settings.seed, params["train"]["modes"]
     buckets = model_cfg.num_position_buckets
     story = model_cfg.story_clips
-    train_samples = training_samples(narrator.tokenizer, split_videos(videos, "train"), features_dir, tau,
+    train_samples = training_samples(narrator.tokenizer, train_videos, features_dir, tau,
                                      modes, seed, buckets, story)
     val_samples = training_samples(narrator.tokenizer, split_videos(videos, "val"), features_dir, tau,
                                    modes, seed + 1, buckets, story)
-    cfg = config_from(TrainConfig, params["train"], seed=seed, **overrides)
+    cfg = settings.train(**overrides)
     return train(narrator, train_samples, val_samples, cfg, out_dir, progress, stop_after)
 
 
