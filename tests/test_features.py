@@ -176,7 +176,8 @@ def test_extract_cache_and_reencode(tmp_path, dataset, tower):
     torch.testing.assert_close(feats[1]["pooled"], pooled, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(feats[1]["tokens"], tokens.half().float())
     with safe_open(str(features_path(out, "vidA")), framework="pt") as f:
-        meta = f.metadata()
+        assert list(f.metadata()) == ["videonarrator"]          # one key: byte-stable (see below)
+        meta = json.loads(f.metadata()["videonarrator"])
     assert meta["video_id"] == "vidA" and json.loads(meta["frames"]) == [3, 2] and len(meta["cache_key"]) == 64
 
     # second run: everything cached, files untouched
@@ -356,3 +357,24 @@ def test_killed_extraction_resumes_without_reencoding(tmp_path):
 
     assert prune_features(out, [v.id for v in videos]) == 1    # the killed run's temporary folder
     assert sorted(p.name for p in out.iterdir()) == [f"vid{k}.safetensors" for k in range(4)]
+
+
+def test_feature_files_are_byte_stable_and_v1_files_still_load(dataset, tmp_path):
+    """Encoding the same frames twice writes the same bytes (DVC sees no change downstream);
+    a file in the v1 layout (one metadata key per field) still loads."""
+    from safetensors.torch import load_file, save_file
+
+    root, videos = dataset
+    first, second = tmp_path / "a", tmp_path / "b"
+    for out in (first, second):
+        extract_features(videos, root, out, TowerConfig(seed=1), batch_size=4, progress=False)
+    for v in videos:
+        assert features_path(first, v.id).read_bytes() == features_path(second, v.id).read_bytes(), v.id
+    path = features_path(first, videos[0].id)
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["videonarrator"])
+    tensors = load_file(path)
+    save_file(tensors, str(path), metadata={**meta, "format": "videonarrator-features-v1"})
+    v1 = load_video_features(first, videos[0])
+    v2 = load_video_features(second, videos[0])
+    assert all(torch.equal(a["tokens"], b["tokens"]) for a, b in zip(v1, v2))

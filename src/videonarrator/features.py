@@ -1,6 +1,6 @@
 """Frame features: the open_clip vision tower, batched encoding and a cached store.
 
-DESIGN §3: frames (1 fps) go through a CLIP ViT; the model downstream feeds the
+Frames (1 fps) go through a CLIP ViT; the model downstream feeds the
 patch tokens to a Q-Former as ``encoder_hidden_states`` and the pooled
 embeddings to frame compression.  Both are computed once here and cached on
 disk, so training, ablations and generation share them.
@@ -25,8 +25,9 @@ What is encoded
 The store (one file per video)
     ``out_dir/<video_id>.safetensors`` holds, for clip i,
     ``clip{i}.tokens`` (F_i, P, W) float16 and ``clip{i}.pooled`` (F_i, D) float32,
-    and string metadata: ``format``, ``video_id``, ``n_clips``, ``frames``
-    (JSON list of F_i), ``cache_key`` and ``tower`` (JSON of the TowerConfig).
+    and metadata, one sorted JSON string under the key ``videonarrator`` (so a
+    rewrite of the same tensors gives the same bytes): ``format``, ``video_id``,
+    ``n_clips``, ``frames`` (JSON list of F_i), ``cache_key`` and ``tower`` (JSON of the TowerConfig).
     The cache key is a sha256 over every frame file's bytes, the clip frame
     counts, the tower's architecture and preprocessing, and a hash of the vision
     tower's weights, so a changed frame, tower or weight file re-encodes exactly
@@ -58,7 +59,12 @@ from safetensors.torch import save_file
 from .io import atomic_path, atomic_write_text
 from .schema import Video
 
-FEATURES_FORMAT = "videonarrator-features-v1"
+FEATURES_FORMAT = "videonarrator-features-v2"
+# v1 stored each metadata field as its own safetensors key, and safetensors writes those keys in a
+# different order on each write: the same tensors gave other bytes, and DVC retrained everything
+# downstream.  v2 stores one sorted JSON string under META_KEY.  v1 files are still read.
+READABLE_FORMATS = ("videonarrator-features-v1", FEATURES_FORMAT)
+META_KEY = "videonarrator"
 TOKEN_DTYPE = torch.float16  # tokens dominate the store; fp16 halves it (values are LayerNorm'd)
 
 # -- the tiny tower ------------------------------------------------------------
@@ -372,9 +378,11 @@ def _video_key(video: Video, paths: list[list[Path]], tower_fp: str, pool: Threa
 
 
 def _read_metadata(path: Path) -> dict[str, str] | None:
+    """A feature file's metadata (v2: the JSON under META_KEY; v1: the flat keys); None if unreadable."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
+            raw = f.metadata() or {}
+        return json.loads(raw[META_KEY]) if META_KEY in raw else raw
     except (SafetensorError, OSError, ValueError):
         return None
 
@@ -388,8 +396,8 @@ def _write_video(path: Path, video: Video, key: str, tower_cfg: TowerConfig,
         tensors[f"clip{i}.tokens"] = t.to(TOKEN_DTYPE).contiguous()
     meta = {"format": FEATURES_FORMAT, "video_id": video.id, "n_clips": str(len(counts)),
             "frames": json.dumps(counts), "cache_key": key, "tower": json.dumps(asdict(tower_cfg))}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    with atomic_path(path) as tmp:   # one key: the same tensors and metadata give the same bytes
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
 
 
 def available_cores() -> int:
@@ -539,7 +547,7 @@ def load_video_features(out_dir: str | Path, video: Video,
     if not path.is_file():
         raise FileNotFoundError(f"video {video.id!r}: features file {path} does not exist; {fix}")
     meta = _read_metadata(path)
-    if meta is None or meta.get("format") != FEATURES_FORMAT:
+    if meta is None or meta.get("format") not in READABLE_FORMATS:
         raise ValueError(f"video {video.id!r}: {path} is not a {FEATURES_FORMAT} file; {fix}")
     counts = json.loads(meta["frames"])
     expected = [len(c.frames) for c in video.clips]
