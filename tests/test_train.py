@@ -119,7 +119,7 @@ def test_two_processes_on_cpu_agree_on_the_weights(project, tmp_path):
            "-m", "videonarrator.train", "--root", str(root), "--system", "videonarrator"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads((root / "reports/train.json").read_text())
+    report = json.loads((root / "reports/train_videonarrator.json").read_text())
     assert report["processes"] == 2 and report["steps"] == 6
     assert len(report["rank_checksums"]) == 2 and len(set(report["rank_checksums"])) == 1
 

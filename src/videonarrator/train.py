@@ -352,12 +352,12 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
 
 
 def write_train_report(result: dict, system: str, reports_dir: str | Path = "reports") -> Path:
-    """reports/train.json for the full model, reports/train_<system>.json for the others,
-    plus the loss CSVs that DVC plots."""
+    """reports/train_<system>.json, plus the loss CSVs that DVC plots (one naming rule for every
+    system, so one DVC ``foreach`` stage trains them all)."""
     from .io import write_json
 
     reports_dir = Path(reports_dir)
-    stem = "train" if system == "videonarrator" else f"train_{system}"
+    stem = f"train_{system}"
     write_loss_csv(result["log"], reports_dir / f"{stem}_loss.csv")
     write_loss_csv(result["log"], reports_dir / f"{stem}_val_loss.csv", key="val_loss")
     path = reports_dir / f"{stem}.json"
@@ -400,7 +400,7 @@ if __name__ == "__main__":
 def read_loss_log(reports_dir: str | Path, system: str) -> list[dict]:
     """The per-step log of a finished run back from its loss CSVs (train and validation)."""
     reports_dir = Path(reports_dir)
-    stem = "train" if system == "videonarrator" else f"train_{system}"
+    stem = f"train_{system}"
     rows: dict[int, dict] = {}
     for key, path in (("loss", reports_dir / f"{stem}_loss.csv"), ("val_loss", reports_dir / f"{stem}_val_loss.csv")):
         if path.exists():
