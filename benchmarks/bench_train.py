@@ -111,7 +111,7 @@ def padding(env: dict, figs) -> None:
 def run_config(env: dict, name: str, args) -> dict:
     """Train ``args.warmup + args.steps`` steps of one configuration in this process."""
     from videonarrator.model import VideoNarrator, collate
-    from videonarrator.train import accelerator, batch_plan, lr_lambda, param_groups
+    from videonarrator.train import accelerator, batch_plan, lr_lambda, param_groups, peak_rss_mb
 
     precision, attn = name.split("-")
     cfg, samples = env["cfg"], env["samples"]
@@ -154,7 +154,7 @@ def run_config(env: dict, name: str, args) -> dict:
     out = {"config": name, "precision": precision, "attn": attn, "load_s": load_s, "losses": losses,
            "step_wall_s": walls, "step_cpu_s": cpus, "clips": clips,
            "clips_per_s": clips / sum(walls), "cpu_s_per_step": sum(cpus) / len(cpus),
-           "peak_rss_mb": benchlib.peak_rss_mb(), "threads": torch.get_num_threads()}
+           "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads()}
     if args.profile and name == args.default_config:
         out["profile"] = profile_step(step, plan[-1])
     return out

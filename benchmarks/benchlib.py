@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import platform
-import resource
 import sys
 import tempfile
 from dataclasses import asdict
@@ -83,10 +82,6 @@ def set_threads(threads: int) -> None:
 
     if threads:
         torch.set_num_threads(threads)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def work_dir(arg: str | None, stack) -> Path:

@@ -56,7 +56,7 @@ from open_clip.pretrained import is_pretrained_cfg
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from safetensors.torch import save_file
 
-from .io import atomic_path, atomic_write_text
+from .io import atomic_path, atomic_write_text, hub_offline
 from .schema import Video
 
 FEATURES_FORMAT = "videonarrator-features-v2"
@@ -112,10 +112,6 @@ class TowerConfig:
     device: str = "cpu"              # where the tower runs ("cuda" for ViT-L-14); not part of the cache key
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
 def _check_sources(cfg: TowerConfig) -> None:
     """Fail before open_clip does anything slow (or reaches for the network)."""
     schema, ident = parse_model_name(cfg.name)
@@ -130,7 +126,7 @@ def _check_sources(cfg: TowerConfig) -> None:
                 f"write the folder with features.save_tower or point to an open_clip model folder")
         return
     if schema == "hf-hub":
-        if _offline():
+        if hub_offline():
             raise RuntimeError(f"tower {cfg.name!r} is a hub model but HF_HUB_OFFLINE=1; "
                                f"download it once into a folder and use 'local-dir:<folder>'")
         return
@@ -144,7 +140,7 @@ def _check_sources(cfg: TowerConfig) -> None:
     if Path(cfg.pretrained).is_file():
         return
     if is_pretrained_cfg(cfg.name, cfg.pretrained) and not _looks_like_path(cfg.pretrained):
-        if _offline():
+        if hub_offline():
             raise RuntimeError(
                 f"tower {cfg.name!r}: pretrained={cfg.pretrained!r} is a hub tag (a download) but "
                 f"HF_HUB_OFFLINE=1; pass the path of a local weights file instead")

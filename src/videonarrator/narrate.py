@@ -30,13 +30,10 @@ from .config import Settings
 from .dataset import VisualInputs, compress_clips
 from .io import write_json
 from .labels import LABELS
-from .schema import Clip, Product, Video
+from .schema import UNITS_PER_SECOND, Clip, Product, Video, window_around
 from .subtitles import cues_from_clips, write_subtitles
 from .video import cut_clips, frame_index, read_frames, sample_times, split_long_shots
 
-# Narration rate used to set each clip's window when the video has no reference (DESIGN §1).
-UNITS_PER_SECOND = {"en": 2.5, "zh": 6.0}
-WINDOW_SLACK = 3
 
 
 def load_product_sheet(path: str | Path) -> Product:
@@ -64,8 +61,7 @@ def load_product_sheet(path: str | Path) -> Product:
 
 
 def window_for(seconds: float, language: str) -> tuple[int, int]:
-    n = max(1, round(UNITS_PER_SECOND[language] * seconds))
-    return max(1, n - WINDOW_SLACK), n + WINDOW_SLACK
+    return window_around(max(1, round(UNITS_PER_SECOND[language] * seconds)))
 
 
 def cut_video(path: str | Path, prepare, max_clip_s: float, frame_size: int = 224):

@@ -28,6 +28,17 @@ SPLITS = ("train", "val", "test")
 WORD_RE = re.compile(r"[A-Za-z0-9]+(?:['’\-][A-Za-z0-9]+)*")
 
 
+# A clip's allowed narration length without a reference: about 2.5 English words or 6 Chinese
+# characters per second of video, +-3 units (E-SyncVidStory's rule).
+UNITS_PER_SECOND = {"en": 2.5, "zh": 6.0}
+WINDOW_SLACK = 3
+
+
+def window_around(n: int) -> tuple[int, int]:
+    """The word window around a target length of ``n`` units."""
+    return max(1, n - WINDOW_SLACK), n + WINDOW_SLACK
+
+
 def text_length(text: str, language: str) -> int:
     """Length of a narration in the dataset's unit.
 

@@ -1,4 +1,4 @@
-"""An ipywidgets explorer of clip narrations (DESIGN §5: "people exploring clip narrations with widgets").
+"""An ipywidgets explorer of clip narrations, for people exploring them clip by clip.
 
 Pick a video, step through its clips and see, per clip: the 1-fps frames (those
 that frame compression drops at the current tau are dimmed and captioned), the

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..io import atomic_path
 from ..labels import LABELS
-from ..schema import Clip, Product, Video, save_dataset, text_length
+from ..schema import UNITS_PER_SECOND, Clip, Product, Video, save_dataset, text_length, window_around
 
 # -- what can be seen ----------------------------------------------------------
 
@@ -143,8 +143,7 @@ EXTENSIONS: dict[str, str] = {
 }
 FILLERS = ("Truly.", "Worth it.", "Try it today.", "You will love it.", "Really.", "So good.")
 
-WORDS_PER_SECOND = 2.5   # DESIGN §1: about 2.5 English words per second of video
-WINDOW_SLACK = 3         # the window is the reference length ±3 words
+WORDS_PER_SECOND = UNITS_PER_SECOND["en"]
 
 
 @dataclass
@@ -233,7 +232,7 @@ def make_video_record(rng: np.random.Generator, index: int, cfg: SyntheticConfig
         n = text_length(text, "en")
         clips.append(Clip(
             index=i, start=float(t), end=float(t + seconds),
-            window=(max(1, n - WINDOW_SLACK), n + WINDOW_SLACK), labels=[label], narration=text,
+            window=window_around(n), labels=[label], narration=text,
             truth={"colour": visible["colour"], "shape": visible["shape"], "action": action,
                    "stated": stated, "knowledge_used": used,
                    "motion": float(rng.choice([0.0, 0.0, 2.0, 5.0]))}))
