@@ -52,7 +52,7 @@ FRAME_WIDTH = "96px"
 TAU_MIN, TAU_MAX = 0.5, 1.0
 CODE_RE = re.compile(r"`([^`]+)`")
 
-Narrations = dict[str, dict[str, dict[str, list[dict[str, Any]]]]]   # system -> mode -> video id -> clips
+StoredNarrations = dict[str, dict[str, dict[str, list[dict[str, Any]]]]]  # narrations.json: system, mode, video, clips
 
 
 # -- small pure helpers (tested directly) ----------------------------------------------------
@@ -66,7 +66,7 @@ def ordered_videos(videos: list[Video]) -> list[Video]:
     return sorted(videos, key=lambda v: SPLIT_ORDER.get(v.split, len(SPLIT_ORDER)))
 
 
-def read_narrations(path: Path) -> Narrations:
+def read_narrations(path: Path) -> StoredNarrations:
     """``reports/narrations.json``: {system: {"given"|"generated": {video id: [clip dict]}}}."""
     doc = read_json(path, fix="no system narrations to show (references only); make it with `dvc repro evaluate`")
     if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
@@ -158,7 +158,7 @@ class NarrationExplorer:
     """
 
     def __init__(self, videos: list[Video], frames_root: str | Path, features_dir: str | Path,
-                 narrations: Narrations | None = None, metrics: dict[str, dict[str, float]] | None = None,
+                 narrations: StoredNarrations | None = None, metrics: dict[str, dict[str, float]] | None = None,
                  model_dir: str | Path = MODEL, settings: Settings | None = None,
                  llm_path: str | Path | None = None, tau: float | None = None,
                  notes: dict[str, str] | None = None):
