@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from videonarrator.llm import LoraSettings, make_tiny_llm
+from helpers import DEFAULTS, make_tiny_llm
 from videonarrator.model import (ClipBatch, VideoNarrator, VideoNarratorConfig, VisualEncoder,
                                  clip_bucket, collate, encode_sample, pad_embeds, position_bucket,
                                  target_positions)
@@ -14,7 +14,7 @@ from videonarrator.schema import Clip, Product, Video
 P, W, Q = 5, 16, 4          # patches per frame, vision width, query tokens
 CFG = VideoNarratorConfig(vision_width=W, num_patches=P, qformer_hidden=16, qformer_layers=2, qformer_heads=2,
                           num_query_tokens=Q, patch_pos_embed=True, memory_frames=1, story_clips=None)
-LORA = LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
+LORA = DEFAULTS.lora(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
 
 
 def make_video() -> Video:

@@ -7,9 +7,9 @@ import pytest
 import torch
 import yaml
 
+from helpers import DEFAULTS, make_tiny_llm
 from videonarrator import narrate
 from videonarrator.config import Settings
-from videonarrator.llm import LoraSettings, make_tiny_llm
 from videonarrator.model import VideoNarrator, VideoNarratorConfig
 from videonarrator.schema import Product
 from videonarrator.subtitles import read_subtitles
@@ -26,7 +26,7 @@ def setup(tmp_path_factory):
     torch.manual_seed(0)
     cfg = VideoNarratorConfig(vision_width=64, num_patches=64, qformer_hidden=16, qformer_heads=2, num_query_tokens=2,
                               qformer_layers=2, patch_pos_embed=True, memory_frames=1, story_clips=None)
-    VideoNarrator.from_llm(cfg, llm, LoraSettings(r=2)).save_pretrained(root / "model")
+    VideoNarrator.from_llm(cfg, llm, DEFAULTS.lora(r=2)).save_pretrained(root / "model")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["llm"]["path"] = str(llm)
     params["evaluate"]["max_new_tokens"] = 12

@@ -6,6 +6,7 @@ folder, ViT-B-32 for ViT-L-14): a non-default open_clip tower (random init, 64 p
 Q-Former started from a LAVIS-format .pth checkpoint, LoRA on all linear
 layers, and every stage from prepare to evaluate run as DVC runs it.
 """
+from helpers import make_tiny_llm
 import json
 import sys
 from pathlib import Path
@@ -67,8 +68,7 @@ def test_scaled_paper_profile_runs_prepare_to_evaluate(tmp_path):
 
     from videonarrator.config import Settings
     from videonarrator.features import load_tower, tower_shape
-    from videonarrator.llm import make_tiny_llm
-    from videonarrator.params import load_params
+        from videonarrator.params import load_params
 
     project = make_project(tmp_path / "p")
     params = scaled_paper_params()

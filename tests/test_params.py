@@ -136,3 +136,26 @@ def test_settings_build_every_config_from_params():
         s.model("nope")
     with pytest.raises(ParamsError, match="'evaluate' was not given"):
         Settings.of(common=params["common"]).generation()
+
+
+def test_no_config_repeats_a_params_default():
+    """params.yaml is the one source of every default: a config field that a params key sets has
+    no default of its own (config.Settings fills it), so the two can never drift apart."""
+    from dataclasses import MISSING, fields
+
+    from videonarrator.features import TowerConfig
+    from videonarrator.generate import GenerationConfig
+    from videonarrator.llm import LoraSettings
+    from videonarrator.model import VideoNarratorConfig
+    from videonarrator.train import TrainConfig
+
+    params = load_params(ROOT / "params.yaml")
+    lora_keys = {k[len("lora_"):] for k in params["model"] if k.startswith("lora_")} | {"target_modules"}
+    owners = {TowerConfig: set(params["features"]) | {"name", "seed"}, PrepareConfig: set(params["prepare"]),
+              TrainConfig: set(params["train"]) | {"seed"}, GenerationConfig: set(params["evaluate"]) | {"seed"},
+              LoraSettings: lora_keys, VideoNarratorConfig: set(params["model"])}
+    for cls, keys in owners.items():
+        for f in fields(cls):
+            if f.name in keys:
+                assert f.default is MISSING and f.default_factory is MISSING, \
+                    f"{cls.__name__}.{f.name} has a default of its own; params.yaml is the one source"

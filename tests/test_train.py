@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from videonarrator.features import TowerConfig, extract_features
-from videonarrator.llm import make_tiny_llm
+from helpers import DEFAULTS, make_tiny_llm
+from videonarrator.features import extract_features
 from videonarrator.model import VideoNarrator
 from videonarrator.prompt import build_clip_prompt
-from videonarrator.train import TrainConfig, batch_plan, lr_lambda, padding_share, train_system
+from videonarrator.train import batch_plan, lr_lambda, padding_share, train_system
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ def project(tiny_prepared, tmp_path_factory):
     processed, videos, _ = tiny_prepared
     root = tmp_path_factory.mktemp("project")
     shutil.copytree(processed, root / "data/processed")
-    extract_features(videos, root / "data/processed", root / "data/features", TowerConfig(), progress=False)
+    extract_features(videos, root / "data/processed", root / "data/features", DEFAULTS.tower(), progress=False)
     corpus = [build_clip_prompt(v, i, mode=m).text() for v in videos for i in range(len(v.clips))
               for m in ("given", "generated")]
     make_tiny_llm(root / "models/tiny_llm", corpus)
@@ -52,19 +52,19 @@ def saved_weights(root, system="videonarrator"):
 
 def test_batch_plan_is_seeded_and_groups_lengths():
     lengths = [10 + (i * 37) % 90 for i in range(64)]
-    cfg = TrainConfig(steps=20, batch_size=4, seed=1)
+    cfg = DEFAULTS.train(steps=20, batch_size=4, seed=1)
     plan = batch_plan(lengths, cfg)
     assert plan == batch_plan(lengths, cfg) and len(plan) == 20
     assert all(len(b) == 4 for b in plan)
-    assert batch_plan(lengths, TrainConfig(steps=20, batch_size=4, seed=2)) != plan
-    ungrouped = batch_plan(lengths, TrainConfig(steps=20, batch_size=4, seed=1, length_grouping=False))
+    assert batch_plan(lengths, DEFAULTS.train(steps=20, batch_size=4, seed=2)) != plan
+    ungrouped = batch_plan(lengths, DEFAULTS.train(steps=20, batch_size=4, seed=1, length_grouping=False))
     assert padding_share(plan, lengths) < padding_share(ungrouped, lengths)
     with pytest.raises(ValueError, match="fewer than batch_size"):
         batch_plan([1, 2], cfg)
 
 
 def test_learning_rate_warms_up_then_decays():
-    f = lr_lambda(TrainConfig(steps=100, warmup_steps=10))
+    f = lr_lambda(DEFAULTS.train(steps=100, warmup_steps=10))
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(99) < 0.12 and f(50) < f(20)
 
@@ -161,7 +161,7 @@ def test_tower_shape_reaches_the_saved_model_config(project, tmp_path):
         "embed_dim": 32, "vision_cfg": {"image_size": 48, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}})
     videos, _ = load_dataset(root / "data/processed/dataset.json")
-    extract_features(videos, root / "data/processed", root / "other_features", TowerConfig(name="vn-test-w32"),
+    extract_features(videos, root / "data/processed", root / "other_features", DEFAULTS.tower(name="vn-test-w32"),
                      progress=False)
     assert stored_shape(root / "other_features", videos[0]) == (36, 32)
     for system, shape in (("videonarrator", [36, 32]), ("text_only", [0, 0])):

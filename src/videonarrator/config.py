@@ -49,19 +49,21 @@ class Settings:
 
     # -- data ---------------------------------------------------------------------
 
-    def synthetic(self):
+    # Each builder takes keyword overrides of the config's fields (a test's sizes, a mode).
+
+    def synthetic(self, **overrides: Any):
         from .data.synthetic import SyntheticConfig
-        return config_from(SyntheticConfig, self["prepare"], seed=self.seed)
+        return config_from(SyntheticConfig, self["prepare"], **{"seed": self.seed, **overrides})
 
-    def prepare(self):
+    def prepare(self, **overrides: Any):
         from .prepare import PrepareConfig
-        return config_from(PrepareConfig, self["prepare"])
+        return config_from(PrepareConfig, self["prepare"], **overrides)
 
-    def tower(self, device: str = "cpu"):
+    def tower(self, **overrides: Any):
         from .features import TowerConfig
         f = self["features"]
-        return TowerConfig(name=f["tower"], pretrained=f["pretrained"], image_size=f["image_size"],
-                           seed=self.seed, device=device)
+        return TowerConfig(**{"name": f["tower"], "pretrained": f["pretrained"], "image_size": f["image_size"],
+                              "seed": self.seed, **overrides})
 
     # -- model ----------------------------------------------------------------------
 
@@ -93,12 +95,13 @@ class Settings:
         from .systems import system_tau
         return system_tau(system, self["model"]["tau"])
 
-    def lora(self):
+    def lora(self, **overrides: Any):
         from .llm import LoraSettings
         m = self["model"]
         targets = m["lora_targets"]
-        return LoraSettings(r=m["lora_r"], alpha=m["lora_alpha"], dropout=m["lora_dropout"],
-                            target_modules=targets if isinstance(targets, str) else list(targets))
+        return LoraSettings(**{"r": m["lora_r"], "alpha": m["lora_alpha"], "dropout": m["lora_dropout"],
+                               "target_modules": targets if isinstance(targets, str) else list(targets),
+                               **overrides})
 
     def llm_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of VideoNarrator.from_llm / from_pretrained for params' LLM."""
@@ -109,8 +112,8 @@ class Settings:
 
     def train(self, **overrides: Any):
         from .train import TrainConfig
-        return config_from(TrainConfig, self["train"], seed=self.seed, **overrides)
+        return config_from(TrainConfig, self["train"], **{"seed": self.seed, **overrides})
 
     def generation(self, **overrides: Any):
         from .generate import GenerationConfig
-        return config_from(GenerationConfig, self["evaluate"], seed=self.seed, **overrides).check()
+        return config_from(GenerationConfig, self["evaluate"], **{"seed": self.seed, **overrides}).check()

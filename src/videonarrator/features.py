@@ -105,10 +105,11 @@ def register_tiny_tower() -> str:
 
 @dataclass
 class TowerConfig:
-    name: str = TINY_TOWER           # open_clip model name, or "local-dir:/path"
-    pretrained: str | None = None    # None (seeded random init) or a local weights file; a hub tag only if given explicitly
-    image_size: int | None = None    # None = the model's own input size
-    seed: int = 0                    # init seed when no weights are loaded
+    """Built from params' ``features`` section by :class:`config.Settings` (the one source of its values)."""
+    name: str                        # open_clip model name, or "local-dir:/path"
+    pretrained: str | None           # None (seeded random init) or a local weights file; a hub tag only if given explicitly
+    image_size: int | None           # None = the model's own input size
+    seed: int                        # init seed when no weights are loaded
     device: str = "cpu"              # where the tower runs ("cuda" for ViT-L-14); not part of the cache key
 
 
@@ -180,7 +181,7 @@ def load_tower(cfg: TowerConfig) -> tuple[torch.nn.Module, Any]:
 def save_tower(model: torch.nn.Module, cfg: TowerConfig, out_dir: str | Path) -> Path:
     """Write ``model`` in open_clip's ``local-dir:`` layout (config json + safetensors).
 
-    ``load_tower(TowerConfig(name=f"local-dir:{out_dir}"))`` then gives the same model.
+    ``load_tower(replace(cfg, name=f"local-dir:{out_dir}", pretrained=None))`` then gives the same model.
     """
     out_dir = Path(out_dir)
     model_cfg = getattr(model, "vn_model_cfg", None)

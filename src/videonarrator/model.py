@@ -308,7 +308,7 @@ class VideoNarrator(nn.Module):
         self.tokenizer = tokenizer
 
     @classmethod
-    def from_llm(cls, cfg: VideoNarratorConfig, llm_path: str | Path, lora: LoraSettings = LoraSettings(),
+    def from_llm(cls, cfg: VideoNarratorConfig, llm_path: str | Path, lora: LoraSettings | None,
                  dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
                  attn_implementation: str | None = None) -> "VideoNarrator":
         """A new narrator: a fresh visual side and LoRA adapter on the LLM in ``llm_path``."""

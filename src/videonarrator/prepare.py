@@ -21,9 +21,10 @@ from .video import VideoError, boundary_f1, cut_clips, frame_index, read_frames,
 
 @dataclass
 class PrepareConfig:
-    shot_threshold: float = 12.0     # ContentDetector threshold (HSV change per frame)
-    min_shot_s: float = 1.0          # no cut closer than this; shorter shots merge into a neighbour
-    boundary_tolerance_s: float = 0.2
+    """Built from params' ``prepare`` section by :class:`config.Settings` (the one source of its values)."""
+    shot_threshold: float            # ContentDetector threshold (HSV change per frame)
+    min_shot_s: float                # no cut closer than this; shorter shots merge into a neighbour
+    boundary_tolerance_s: float
     jpeg_quality: int = 95
 
 

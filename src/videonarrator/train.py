@@ -20,7 +20,7 @@ import hashlib
 import math
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,21 +34,22 @@ CHECKPOINT = "checkpoint.pt"
 
 @dataclass
 class TrainConfig:
-    steps: int = 120                 # optimizer steps
-    batch_size: int = 8              # clips per optimizer step, over all processes and accumulation
-    grad_accum: int = 1              # micro-batches per step (per process)
-    lr_lora: float = 1e-3
-    lr_visual: float = 3e-3
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 40       # 0: no checkpoints
-    eval_every: int = 40             # validation loss every n steps (and at the end)
-    eval_clips: int = 32
-    length_grouping: bool = True     # batch clips of similar length together (less padding)
-    precision: str = "auto"          # auto | fp32 | bf16 | fp16 (fp16 on GPUs only)
-    modes: list[str] = field(default_factory=lambda: ["given", "generated"])
+    """Built from params' ``train`` section (and ``common.seed``) by :class:`config.Settings`."""
+    steps: int                       # optimizer steps
+    batch_size: int                  # clips per optimizer step, over all processes and accumulation
+    grad_accum: int                  # micro-batches per step (per process)
+    lr_lora: float
+    lr_visual: float
+    warmup_steps: int
+    weight_decay: float
+    max_grad_norm: float
+    seed: int
+    checkpoint_every: int            # 0: no checkpoints
+    eval_every: int                  # validation loss every n steps (and at the end)
+    eval_clips: int
+    length_grouping: bool            # batch clips of similar length together (less padding)
+    precision: str                   # auto | fp32 | bf16 | fp16 (fp16 on GPUs only)
+    modes: list[str]
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
