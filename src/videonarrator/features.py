@@ -107,7 +107,7 @@ def register_tiny_tower() -> str:
 class TowerConfig:
     """Built from params' ``features`` section by :class:`config.Settings` (the one source of its values)."""
     name: str                        # open_clip model name, or "local-dir:/path"
-    pretrained: str | None           # None (seeded random init) or a local weights file; a hub tag only if given explicitly
+    pretrained: str | None           # None (seeded random init) or a local weights file; a hub tag only if named
     image_size: int | None           # None = the model's own input size
     seed: int                        # init seed when no weights are loaded
     device: str = "cpu"              # where the tower runs ("cuda" for ViT-L-14); not part of the cache key

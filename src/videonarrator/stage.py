@@ -119,10 +119,9 @@ def imported_files(root: Path, modules: list[str] = (), notebook: Path | None = 
     todo = set(modules)
     if notebook is not None:
         for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
-            if cell["cell_type"] == "code":
-                code = "".join(cell["source"])
-                todo |= _imports(ast.parse("\n".join(l for l in code.splitlines() if not l.lstrip().startswith(("%", "!")))),
-                                 "", True)
+            if cell["cell_type"] == "code":   # IPython magics and shell lines are not Python
+                lines = [l for l in "".join(cell["source"]).splitlines() if not l.lstrip().startswith(("%", "!"))]
+                todo |= _imports(ast.parse("\n".join(lines)), "", True)
     seen: dict[str, Path] = {}
     while todo:
         module = todo.pop()

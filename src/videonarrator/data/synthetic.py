@@ -27,7 +27,7 @@ import numpy as np
 
 from ..io import atomic_path
 from ..labels import LABELS
-from ..schema import UNITS_PER_SECOND, Clip, Product, Video, save_dataset, text_length, window_around
+from ..schema import UNITS_PER_SECOND, Clip, Product, Video, save_dataset, split_by_rank, text_length, window_around
 
 # -- what can be seen ----------------------------------------------------------
 
@@ -243,11 +243,8 @@ def make_video_record(rng: np.random.Generator, index: int, cfg: SyntheticConfig
 
 def assign_splits(videos: list[Video], cfg: SyntheticConfig, rng: np.random.Generator) -> None:
     """Split by video (never by clip), at least one video each for val and test."""
-    order = rng.permutation(len(videos))
-    n_test = max(1, round(cfg.test_fraction * len(videos)))
-    n_val = max(1, round(cfg.val_fraction * len(videos)))
-    for rank, i in enumerate(order):
-        videos[i].split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    for i, split in split_by_rank(rng.permutation(len(videos)), cfg.val_fraction, cfg.test_fraction).items():
+        videos[i].split = split
 
 
 # -- pixels ------------------------------------------------------------------------
