@@ -226,6 +226,9 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
 
 
 def config_from(cls, section: dict[str, Any], **overrides: Any):
-    """Build the dataclass ``cls`` from the keys of a params section that it declares."""
+    """Build the dataclass ``cls`` from the keys of a params section that it declares, plus ``overrides``."""
     names = {f.name for f in fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:   # a misspelt override would otherwise be dropped without a word
+        raise TypeError(f"{cls.__name__} has no field {', '.join(unknown)}; fields: {', '.join(sorted(names))}")
     return cls(**{k: v for k, v in {**section, **overrides}.items() if k in names})
