@@ -6,7 +6,6 @@ folder, ViT-B-32 for ViT-L-14): a non-default open_clip tower (random init, 64 p
 Q-Former started from a LAVIS-format .pth checkpoint, LoRA on all linear
 layers, and every stage from prepare to evaluate run as DVC runs it.
 """
-from helpers import make_tiny_llm
 import json
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from helpers import make_tiny_llm
 from test_llm import hf_to_lavis
 from test_pipeline import make_project, run
 
@@ -68,7 +68,7 @@ def test_scaled_paper_profile_runs_prepare_to_evaluate(tmp_path):
 
     from videonarrator.config import Settings
     from videonarrator.features import load_tower, tower_shape
-        from videonarrator.params import load_params
+    from videonarrator.params import load_params
 
     project = make_project(tmp_path / "p")
     params = scaled_paper_params()
