@@ -62,10 +62,10 @@ def naive_encode(paths: list[Path], tower: str) -> tuple[torch.Tensor, float]:
     """Load the tower, then decode / preprocess / encode one frame at a time -> (pooled (N, D), seconds)."""
     from PIL import Image
 
-    from videonarrator.features import TowerConfig, load_tower
+    from videonarrator.features import load_tower
 
     t0 = time.perf_counter()
-    model, preprocess = load_tower(TowerConfig(name=tower))
+    model, preprocess = load_tower(benchlib.settings().tower(name=tower))
     pooled = []
     with torch.inference_mode():
         for p in paths:
@@ -77,10 +77,10 @@ def naive_encode(paths: list[Path], tower: str) -> tuple[torch.Tensor, float]:
 
 
 def bench_tower(key: str, videos, frames_root: Path, work: Path, batch_size: int, figs) -> dict:
-    from videonarrator.features import TowerConfig, extract_features, load_tower, load_video_features
+    from videonarrator.features import extract_features, load_tower, load_video_features
 
     tower = TOWERS[key]
-    cfg = TowerConfig(name=tower)
+    cfg = benchlib.settings().tower(name=tower)
     paths = [frames_root / f for v in videos for c in v.clips for f in c.frames]
     n = len(paths)
     load_tower(cfg)                                        # warm-up: first model build, imports

@@ -39,9 +39,10 @@ import torch  # noqa: E402
 import benchlib  # noqa: E402  (benchmarks/benchlib.py, beside this script)
 
 from videonarrator.dataset import VisualInputs  # noqa: E402
-from videonarrator.generate import GenerationConfig, narrate_videos  # noqa: E402
-from videonarrator.llm import LoraSettings, make_tiny_llm  # noqa: E402
+from videonarrator.features import load_tower, tower_shape  # noqa: E402
+from videonarrator.generate import narrate_videos  # noqa: E402
 from videonarrator.model import VideoNarrator, VideoNarratorConfig  # noqa: E402
+from helpers import make_tiny_llm  # noqa: E402  (tests/helpers.py, put on the path by benchlib)
 from videonarrator.prompt import build_clip_prompt  # noqa: E402
 from videonarrator.schema import Clip, Product, Video  # noqa: E402
 
@@ -90,14 +91,15 @@ def make_visual(videos: list[Video], cfg: VideoNarratorConfig, seed: int = 0) ->
 
 
 def build_model(args, videos: list[Video], tmp: str) -> VideoNarrator:
-    cfg = VideoNarratorConfig()                      # the default profile's visual side (random init)
+    settings = benchlib.settings()                   # the default profile's visual side (random init)
+    cfg = settings.model(vision_shape=tower_shape(load_tower(settings.tower())[0]))
     torch.manual_seed(0)
     if args.smollm2:
-        return VideoNarrator.from_llm(cfg, args.smollm2, lora=LoraSettings(r=8, alpha=16, dropout=0.0)).eval()
+        return VideoNarrator.from_llm(cfg, args.smollm2, lora=settings.lora()).eval()
     corpus = [build_clip_prompt(v, i, mode=m).text() for v in videos[:2] for i in range(len(v.clips))
               for m in ("given", "generated")] * 5
     llm_dir = make_tiny_llm(os.path.join(tmp, "tiny"), corpus, hidden=64, layers=4, heads=4, vocab_size=512)
-    return VideoNarrator.from_llm(cfg, llm_dir, lora=LoraSettings(r=4, alpha=8, dropout=0.0)).eval()
+    return VideoNarrator.from_llm(cfg, llm_dir, lora=settings.lora(r=4, alpha=8)).eval()
 
 
 class ForwardTimer:
@@ -208,7 +210,8 @@ def main() -> int:
           f"{torch.get_num_threads()}, {args.videos} videos x {args.clips} clips = {n} narrations, "
           f"knowledge prefix ~{prefix_tokens} tokens, {args.mode} mode, greedy, max_new_tokens {args.max_new_tokens}")
 
-    base = GenerationConfig(mode=args.mode, temperature=0.0, max_new_tokens=args.max_new_tokens, batch_size=1)
+    base = benchlib.settings().generation(mode=args.mode, temperature=0.0, max_new_tokens=args.max_new_tokens,
+                                          batch_size=1)
     narrate_videos(model, videos[:1], visual, replace(base, max_new_tokens=2), progress=False)   # warm-up
 
     timer = ForwardTimer(model._hf())

@@ -75,16 +75,19 @@ def main() -> int:
 
     from videonarrator.dataset import visual_inputs
     from videonarrator.model import VisualEncoder
-    from videonarrator.systems import settings_from_params
+    from videonarrator.config import Settings
+    from videonarrator.features import stored_shape
 
     figs = benchlib.Figures("tokens")
     params = benchlib.default_params()
-    model_cfg, _lora, tau = settings_from_params(params["model"])
+    settings = Settings(params)
+    tau = settings.tau()
     with ExitStack() as stack:
         work = benchlib.work_dir(args.work, stack)
         videos, frames_root = benchlib.synthetic_frames(work)
         videos = videos[:16] if args.quick else videos
         features = benchlib.tiny_features(videos, frames_root, work)
+        model_cfg = settings.model(vision_shape=stored_shape(features, videos[0]))
         long_cfg = benchlib.synthetic_config(n_videos=1, min_clips=args.clips, max_clips=args.clips)
         (long_video,), long_root = benchlib.synthetic_frames(work, long_cfg)
         long_features = benchlib.tiny_features([long_video], long_root, long_root)

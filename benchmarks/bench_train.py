@@ -51,10 +51,10 @@ def setup(args) -> dict:
     from transformers import AutoTokenizer
 
     from videonarrator.dataset import training_samples
-    from videonarrator.params import config_from
+    from videonarrator.config import Settings
+    from videonarrator.features import stored_shape
     from videonarrator.schema import split_videos
-    from videonarrator.systems import settings_from_params
-    from videonarrator.train import TrainConfig, sample_length
+    from videonarrator.train import sample_length
 
     params = benchlib.default_params()
     work = Path(args.work)
@@ -65,11 +65,14 @@ def setup(args) -> dict:
     tok = AutoTokenizer.from_pretrained(llm)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model_cfg, lora, tau = settings_from_params(params["model"])
+    settings = Settings(params)
+    train_videos = split_videos(videos, "train")
+    model_cfg, lora, tau = (settings.model(vision_shape=stored_shape(features, train_videos[0])), settings.lora(),
+                            settings.tau())
     seed = params["common"]["seed"]
-    samples = training_samples(tok, split_videos(videos, "train"), features, tau, params["train"]["modes"], seed,
+    samples = training_samples(tok, train_videos, features, tau, params["train"]["modes"], seed,
                                model_cfg.num_position_buckets)
-    cfg = config_from(TrainConfig, params["train"], seed=seed)
+    cfg = settings.train()
     lengths = [sample_length(s, model_cfg.num_query_tokens) for s in samples]
     return {"params": params, "llm": llm, "samples": samples, "lengths": lengths, "cfg": cfg,
             "model_cfg": model_cfg, "lora": lora}
@@ -108,7 +111,7 @@ def padding(env: dict, figs) -> None:
 def run_config(env: dict, name: str, args) -> dict:
     """Train ``args.warmup + args.steps`` steps of one configuration in this process."""
     from videonarrator.model import VideoNarrator, collate
-    from videonarrator.train import accelerator, batch_plan, lr_lambda, param_groups
+    from videonarrator.train import accelerator, batch_plan, lr_lambda, param_groups, peak_rss_mb
 
     precision, attn = name.split("-")
     cfg, samples = env["cfg"], env["samples"]
@@ -151,7 +154,7 @@ def run_config(env: dict, name: str, args) -> dict:
     out = {"config": name, "precision": precision, "attn": attn, "load_s": load_s, "losses": losses,
            "step_wall_s": walls, "step_cpu_s": cpus, "clips": clips,
            "clips_per_s": clips / sum(walls), "cpu_s_per_step": sum(cpus) / len(cpus),
-           "peak_rss_mb": benchlib.peak_rss_mb(), "threads": torch.get_num_threads()}
+           "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads()}
     if args.profile and name == args.default_config:
         out["profile"] = profile_step(step, plan[-1])
     return out

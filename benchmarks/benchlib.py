@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import platform
-import resource
 import sys
 import tempfile
 from dataclasses import asdict
@@ -27,6 +26,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent        # the repository
+sys.path.insert(0, str(ROOT / "tests"))              # tests/helpers.py: the tiny LLM of the --quick runs
 
 # open_clip says so for every random-init tower it builds; the benchmarks mean it (speed needs no weights).
 logging.getLogger().addFilter(lambda record: "No pretrained weights loaded" not in record.getMessage())
@@ -85,10 +85,6 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def work_dir(arg: str | None, stack) -> Path:
     """The folder for generated data: ``arg`` (shared between benchmarks by run_all.py), else a temp dir."""
     if arg:
@@ -136,7 +132,7 @@ def synthetic_frames(root: str | Path, cfg=None, progress: bool = True):
 
     from videonarrator.data.synthetic import assign_splits, make_video_record
     from videonarrator.io import atomic_path
-    from videonarrator.prepare import PrepareConfig, save_frame
+    from videonarrator.prepare import save_frame
     from videonarrator.schema import Clip, Video, load_dataset, save_dataset
     from videonarrator.video import sample_times
 
@@ -148,7 +144,7 @@ def synthetic_frames(root: str | Path, cfg=None, progress: bool = True):
     rng = np.random.default_rng(cfg.seed)
     records = [make_video_record(rng, i, cfg) for i in range(cfg.n_videos)]
     assign_splits(records, cfg, rng)
-    quality = PrepareConfig().jpeg_quality
+    quality = settings().prepare().jpeg_quality
     videos = []
     with atomic_path(out) as tmp:
         tmp.mkdir()
@@ -172,19 +168,24 @@ def synthetic_frames(root: str | Path, cfg=None, progress: bool = True):
 
 def tiny_features(videos, frames_root: Path, root: str | Path, tower: str | None = None) -> Path:
     """Encode the frames with the default tower (params.yaml features.tower) into ``root``; return the folder."""
-    from videonarrator.features import TowerConfig, extract_features
+    from videonarrator.features import extract_features
 
     tower = tower or default_params()["features"]["tower"]
     out = Path(root) / f"features-{tower}"
-    extract_features(videos, frames_root, out, TowerConfig(name=tower), progress=False)
+    extract_features(videos, frames_root, out, settings().tower(name=tower), progress=False)
     return out
 
 
 def default_params() -> dict:
     """params.yaml of the repository (the default profile), validated."""
-    from videonarrator.params import load_params
+    return settings().sections
 
-    return load_params(ROOT / "params.yaml")
+
+def settings():
+    """The repository's params.yaml as config.Settings: every benchmark config comes from it."""
+    from videonarrator.config import Settings
+
+    return Settings.load(ROOT / "params.yaml")
 
 
 # -- the LLM -------------------------------------------------------------------------------------
@@ -214,7 +215,7 @@ def find_smollm2(explicit: str | None = None, convert: bool = True) -> Path | No
 
 def tiny_llm(out_dir: str | Path, videos) -> Path:
     """A tiny random Llama with a BPE tokenizer trained on the videos' prompts (for --quick runs)."""
-    from videonarrator.llm import make_tiny_llm
+    from helpers import make_tiny_llm   # tests/helpers.py, on the path above
     from videonarrator.prompt import build_clip_prompt
 
     out_dir = Path(out_dir)

@@ -32,7 +32,7 @@ def main() -> int:
         print(f"error: no frames match {args.frames}; run `dvc repro prepare` first or pass --frames", file=sys.stderr)
         return 1
     for name, n in (("vn-tiny-vit", len(paths)), ("ViT-B-32", min(160, len(paths)))):
-        model, _ = load_tower(TowerConfig(name=name, seed=0))
+        model, _ = load_tower(TowerConfig(name=name, pretrained=None, image_size=None, seed=0))
         size = _image_size(model)
         t = time.perf_counter()
         frames = [_decode_frame(Path(f), size) for f in paths[:n]]

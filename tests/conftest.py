@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import DEFAULTS
+
 
 @pytest.fixture
 def esync_path() -> Path:
@@ -44,11 +46,11 @@ def tiny_synthetic(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_prepared(tiny_synthetic, tmp_path_factory):
     """The tiny synthetic videos prepared into clips with 1-fps frames."""
-    from videonarrator.prepare import PrepareConfig, prepare_dataset
+    from videonarrator.prepare import prepare_dataset
 
     raw, annotated, _ = tiny_synthetic
     out = tmp_path_factory.mktemp("prepared") / "processed"
-    videos, metrics = prepare_dataset(annotated, raw, out, PrepareConfig(), progress=False)
+    videos, metrics = prepare_dataset(annotated, raw, out, DEFAULTS.prepare(), progress=False)
     return out, videos, metrics
 
 

@@ -24,15 +24,16 @@ import torch
 import yaml
 
 from test_esyncvidstory import RECORD, VID, edited
+from helpers import DEFAULTS, make_tiny_llm
 from videonarrator import narrate, stage
 from videonarrator.data.esyncvidstory import load_esyncvidstory
-from videonarrator.features import TowerConfig, extract_features
-from videonarrator.llm import LoraSettings, load_llm, make_tiny_llm
+from videonarrator.features import extract_features
+from videonarrator.llm import load_llm
 from videonarrator.model import VideoNarrator, VideoNarratorConfig, clip_bucket, encode_sample
-from videonarrator.prepare import PrepareConfig, prepare_dataset
+from videonarrator.prepare import prepare_dataset
 from videonarrator.prompt import build_clip_prompt
 from videonarrator.schema import Clip, Product, Video
-from videonarrator.train import TrainConfig, train
+from videonarrator.train import train
 from videonarrator.video import read_frames, sample_times
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,8 +106,9 @@ def saved_narrator(tmp_path_factory):
     llm = make_tiny_llm(root / "llm", ["Product: Aloe Cream. Label: pain point Narration: Dry skin?"] * 20)
     torch.manual_seed(0)
     cfg = VideoNarratorConfig(vision_width=16, num_patches=5, qformer_hidden=16, qformer_heads=2,
-                              qformer_layers=1, num_query_tokens=2)
-    VideoNarrator.from_llm(cfg, llm, LoraSettings(r=2, dropout=0.0)).save_pretrained(root / "model")
+                              qformer_layers=1, num_query_tokens=2, patch_pos_embed=True,
+                              memory_frames=1, story_clips=None)
+    VideoNarrator.from_llm(cfg, llm, DEFAULTS.lora(r=2, dropout=0.0)).save_pretrained(root / "model")
     return root, llm
 
 
@@ -196,7 +198,7 @@ def _(tmp_path, request):
     (tmp_path / "raw/videos/bad.mp4").write_bytes(b"\x00" * 300)
     out = tmp_path / "processed"
     msg = message_of(ValueError, prepare_dataset, [annotated("good", 2), annotated("bad", 2)], tmp_path / "raw",
-                     out, PrepareConfig(), progress=False)
+                     out, DEFAULTS.prepare(), progress=False)
     assert "videos/bad.mp4" in msg and not out.exists()          # nothing half-prepared is left
     return msg
 
@@ -206,7 +208,7 @@ def _(tmp_path, request):
     write_mp4(tmp_path / "raw/videos/good.mp4", 20)
     (tmp_path / "raw/videos/bad.mp4").write_bytes(b"\x00" * 300)
     videos, metrics = prepare_dataset([annotated("good", 2), annotated("bad", 2)], tmp_path / "raw",
-                                      tmp_path / "processed", PrepareConfig(), progress=False, skip_bad=True)
+                                      tmp_path / "processed", DEFAULTS.prepare(), progress=False, skip_bad=True)
     assert [v.id for v in videos] == ["good"]
     (skipped,) = metrics["skipped_videos"]                       # reports/prepare.json "skipped_videos"
     assert skipped["id"] == "bad" and "videos/bad.mp4" in skipped["reason"]
@@ -218,7 +220,7 @@ def _(tmp_path, request):
     (tmp_path / "raw/videos").mkdir(parents=True)
     (tmp_path / "raw/videos/bad.mp4").write_bytes(b"\x00" * 300)
     msg = message_of(ValueError, prepare_dataset, [annotated("bad", 2)], tmp_path / "raw", tmp_path / "processed",
-                     PrepareConfig(), progress=False, skip_bad=True)
+                     DEFAULTS.prepare(), progress=False, skip_bad=True)
     assert "'bad'" in msg and "videos/bad.mp4" in msg and not (tmp_path / "processed").exists()
     return msg
 
@@ -301,7 +303,7 @@ def _(tmp_path, request):
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "frames" / names[0])   # the 2nd is missing
     video = Video(id="v1", product=Product("X"), clips=[Clip(0, 0.0, 2.0, (1, 5), ["pain_point"], frames=names)])
     msg = message_of(FileNotFoundError, extract_features, [video], tmp_path / "frames", tmp_path / "features",
-                     TowerConfig(), progress=False)
+                     DEFAULTS.tower(), progress=False)
     assert "'v1'" in msg and "001.png does not exist" in msg
     return msg
 
@@ -414,7 +416,7 @@ def _(tmp_path, request):
       "pass a local folder written by save_pretrained")
 def _(tmp_path, request):
     request.getfixturevalue("monkeypatch").setenv("HF_HUB_OFFLINE", "1")
-    msg = message_of(FileNotFoundError, load_llm, "HuggingFaceTB/SmolLM2-135M-Instruct")
+    msg = message_of(FileNotFoundError, load_llm, "HuggingFaceTB/SmolLM2-135M-Instruct", lora=None)
     assert "SmolLM2-135M-Instruct" in msg
     return msg
 
@@ -451,15 +453,16 @@ def tiny_training(llm):
                   clips=[Clip(i, 2.0 * i, 2.0 * i + 2, (1, 5), ["pain_point"], "Dry skin?") for i in range(4)])
     torch.manual_seed(0)
     cfg = VideoNarratorConfig(vision_width=16, num_patches=5, qformer_hidden=16, qformer_heads=2,
-                              qformer_layers=1, num_query_tokens=2)
-    model = VideoNarrator.from_llm(cfg, llm, LoraSettings(r=2, dropout=0.0))
+                              qformer_layers=1, num_query_tokens=2, patch_pos_embed=True,
+                              memory_frames=1, story_clips=None)
+    model = VideoNarrator.from_llm(cfg, llm, DEFAULTS.lora(r=2, dropout=0.0))
     g = torch.Generator().manual_seed(0)
     samples = [encode_sample(model.tokenizer, build_clip_prompt(video, i), torch.randn(1, 5, 16, generator=g),
                              None, clip_bucket(video, i)) for i in range(4)]
     return model, samples
 
 
-TINY_TRAIN = TrainConfig(steps=2, batch_size=2, checkpoint_every=1, eval_every=2, eval_clips=2, precision="fp32",
+TINY_TRAIN = DEFAULTS.train(steps=2, batch_size=2, checkpoint_every=1, eval_every=2, eval_clips=2, precision="fp32",
                          warmup_steps=1, modes=["given"])
 
 
@@ -509,7 +512,7 @@ def test_bad_input_gives_a_clear_message(name, tmp_path, request):
 
 def test_a_clip_shorter_than_one_second_gets_one_frame(tmp_path):
     """No error: a 0.6 s video becomes one clip with one frame (its middle) and a 1-5 word window."""
-    spans, frames, info = narrate.cut_video(write_mp4(tmp_path / "short.mp4", 6), frame_size=32)
+    spans, frames, info = narrate.cut_video(write_mp4(tmp_path / "short.mp4", 6), DEFAULTS.prepare(), 8.0, frame_size=32)
     assert spans == [(0.0, 0.6)] and info.n_frames == 6
     assert sample_times(*spans[0]) == [0.5]
     assert narrate.window_for(0.6, "en") == (1, 5)

@@ -15,8 +15,9 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from helpers import DEFAULTS
 from videonarrator import features
-from videonarrator.features import (TINY_TOWER, TINY_TOWER_CONFIG, TowerConfig, encode_frames,
+from videonarrator.features import (TINY_TOWER, TINY_TOWER_CONFIG, encode_frames,
                                     extract_features, features_path, load_frames, load_tower,
                                     load_video_features, prune_features, register_tiny_tower, save_tower)
 from videonarrator.schema import Clip, Product, Video, save_dataset
@@ -24,7 +25,7 @@ from videonarrator.schema import Clip, Product, Video, save_dataset
 
 @pytest.fixture(scope="module")
 def tower():
-    model, preprocess = load_tower(TowerConfig(seed=0))
+    model, preprocess = load_tower(DEFAULTS.tower(seed=0))
     return model
 
 
@@ -50,9 +51,9 @@ def test_load_tower_is_seeded_eval_and_leaves_global_rng_alone(tower):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    same, _ = load_tower(TowerConfig(seed=0))
+    same, _ = load_tower(DEFAULTS.tower(seed=0))
     assert torch.equal(torch.rand(3), expected)  # the caller's RNG stream is untouched
-    other, _ = load_tower(TowerConfig(seed=1))
+    other, _ = load_tower(DEFAULTS.tower(seed=1))
     w = "visual.conv1.weight"
     assert torch.equal(same.state_dict()[w], tower.state_dict()[w])
     assert not torch.equal(other.state_dict()[w], tower.state_dict()[w])
@@ -81,12 +82,12 @@ def test_batched_equals_one_by_one(tower):
 
 
 def test_save_load_local_dir_round_trip_is_exact(tmp_path):
-    cfg = TowerConfig(image_size=48, seed=3)  # a non-default size must survive the round trip
+    cfg = DEFAULTS.tower(image_size=48, seed=3)  # a non-default size must survive the round trip
     model, _ = load_tower(cfg)
     save_tower(model, cfg, tmp_path / "tower")
     assert {p.name for p in (tmp_path / "tower").iterdir()} == {"open_clip_config.json",
                                                                  "open_clip_model.safetensors"}
-    again, _ = load_tower(TowerConfig(name=f"local-dir:{tmp_path / 'tower'}", seed=99))
+    again, _ = load_tower(DEFAULTS.tower(name=f"local-dir:{tmp_path / 'tower'}", seed=99))
     frames = random_frames(4, seed=3)
     p0, t0 = encode_frames(model, frames)
     p1, t1 = encode_frames(again, frames)
@@ -98,23 +99,23 @@ def test_save_load_local_dir_round_trip_is_exact(tmp_path):
 def test_pretrained_file_is_loaded(tmp_path, tower):
     weights = tmp_path / "tiny.safetensors"
     save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(weights))
-    loaded, _ = load_tower(TowerConfig(pretrained=str(weights), seed=7))  # seed is irrelevant with weights
+    loaded, _ = load_tower(DEFAULTS.tower(pretrained=str(weights), seed=7))  # seed is irrelevant with weights
     frames = random_frames(2, seed=4)
     assert torch.equal(encode_frames(loaded, frames)[0], encode_frames(tower, frames)[0])
 
 
 def test_tower_errors(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="no/such/weights.safetensors"):
-        load_tower(TowerConfig(pretrained=str(tmp_path / "no/such/weights.safetensors")))
+        load_tower(DEFAULTS.tower(pretrained=str(tmp_path / "no/such/weights.safetensors")))
     with pytest.raises(FileNotFoundError, match="open_clip_config.json"):
-        load_tower(TowerConfig(name=f"local-dir:{tmp_path}"))
+        load_tower(DEFAULTS.tower(name=f"local-dir:{tmp_path}"))
     with pytest.raises(ValueError, match="not an open_clip model name"):
-        load_tower(TowerConfig(name="no-such-model"))
+        load_tower(DEFAULTS.tower(name="no-such-model"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
-        load_tower(TowerConfig(name="ViT-B-32", pretrained="openai"))
+        load_tower(DEFAULTS.tower(name="ViT-B-32", pretrained="openai"))
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
-        load_tower(TowerConfig(name="hf-hub:org/model"))
+        load_tower(DEFAULTS.tower(name="hf-hub:org/model"))
 
 
 # -- frames ------------------------------------------------------------------------
@@ -160,7 +161,7 @@ def dataset(tmp_path):
 def test_extract_cache_and_reencode(tmp_path, dataset, tower):
     root, videos = dataset
     out = tmp_path / "feats"
-    cfg = TowerConfig(seed=0)
+    cfg = DEFAULTS.tower(seed=0)
     # batch 4 over 9 frames: batches span clip and video boundaries
     s = extract_features(videos, root, out, cfg, batch_size=4, progress=False)
     assert (s["videos"], s["encoded"], s["skipped"], s["frames"]) == (2, 2, 0, 9)
@@ -176,7 +177,8 @@ def test_extract_cache_and_reencode(tmp_path, dataset, tower):
     torch.testing.assert_close(feats[1]["pooled"], pooled, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(feats[1]["tokens"], tokens.half().float())
     with safe_open(str(features_path(out, "vidA")), framework="pt") as f:
-        meta = f.metadata()
+        assert list(f.metadata()) == ["videonarrator"]          # one key: byte-stable (see below)
+        meta = json.loads(f.metadata()["videonarrator"])
     assert meta["video_id"] == "vidA" and json.loads(meta["frames"]) == [3, 2] and len(meta["cache_key"]) == 64
 
     # second run: everything cached, files untouched
@@ -193,7 +195,7 @@ def test_extract_cache_and_reencode(tmp_path, dataset, tower):
     assert features_path(out, "vidB").stat().st_mtime_ns != before["vidB.safetensors"]
 
     # another tower (other weights) invalidates every video
-    s = extract_features(videos, root, out, TowerConfig(seed=1), batch_size=4, progress=False)
+    s = extract_features(videos, root, out, DEFAULTS.tower(seed=1), batch_size=4, progress=False)
     assert (s["encoded"], s["skipped"]) == (2, 0)
 
 
@@ -229,13 +231,13 @@ def test_extract_features_restores_torch_threads(tmp_path, dataset, monkeypatch)
     before = torch.get_num_threads()
     monkeypatch.setattr(features, "available_cores", lambda: before + 1)
     monkeypatch.setattr(features, "encoder_threads", lambda *a: 1)   # as if decoding were costly
-    s = extract_features(videos, root, tmp_path / "feats", TowerConfig(), batch_size=2, progress=False)
+    s = extract_features(videos, root, tmp_path / "feats", DEFAULTS.tower(), batch_size=2, progress=False)
     assert (s["encode_threads"], s["decode_workers"]) == (1, 1)
     assert torch.get_num_threads() == before
     # and after a failure mid-run
     monkeypatch.setattr(features, "save_file", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        extract_features(videos, root, tmp_path / "feats2", TowerConfig(), batch_size=2, progress=False)
+        extract_features(videos, root, tmp_path / "feats2", DEFAULTS.tower(), batch_size=2, progress=False)
     assert torch.get_num_threads() == before
 
 
@@ -252,12 +254,12 @@ def test_interrupted_run_leaves_valid_files_and_resumes(tmp_path, dataset, monke
 
     monkeypatch.setattr(features, "save_file", crash_on_second_video)
     with pytest.raises(KeyboardInterrupt):
-        extract_features(videos, root, out, TowerConfig(), batch_size=2, progress=False)
+        extract_features(videos, root, out, DEFAULTS.tower(), batch_size=2, progress=False)
     assert [p.name for p in out.iterdir()] == ["vidA.safetensors"]  # no vidB, no temp leftovers
     assert [f["tokens"].shape[0] for f in load_video_features(out, videos[0])] == [3, 2]
 
     monkeypatch.setattr(features, "save_file", real_save)
-    s = extract_features(videos, root, out, TowerConfig(), batch_size=2, progress=False)
+    s = extract_features(videos, root, out, DEFAULTS.tower(), batch_size=2, progress=False)
     assert (s["encoded"], s["skipped"], s["frames"]) == (1, 1, 4)
     assert sorted(p.name for p in out.iterdir()) == ["vidA.safetensors", "vidB.safetensors"]
 
@@ -267,7 +269,7 @@ def test_missing_frame_is_named(tmp_path, dataset):
     gone = root / videos[1].clips[0].frames[1]
     gone.unlink()
     with pytest.raises(FileNotFoundError, match=rf"vidB.*{gone.name}"):
-        extract_features(videos, root, tmp_path / "feats", TowerConfig(), progress=False)
+        extract_features(videos, root, tmp_path / "feats", DEFAULTS.tower(), progress=False)
 
 
 def test_load_video_features_errors(tmp_path, dataset):
@@ -275,7 +277,7 @@ def test_load_video_features_errors(tmp_path, dataset):
     out = tmp_path / "feats"
     with pytest.raises(FileNotFoundError, match="vidA.*rerun the features stage"):
         load_video_features(out, videos[0])
-    extract_features(videos[:1], root, out, TowerConfig(), progress=False)
+    extract_features(videos[:1], root, out, DEFAULTS.tower(), progress=False)
     grown = make_video(root, "vidA", [3, 2, 1], seed=1)  # the dataset changed after extraction
     with pytest.raises(ValueError, match="vidA.*stale.*rerun the features stage"):
         load_video_features(out, grown)
@@ -303,7 +305,8 @@ def save_then_hang(tensors, path, metadata=None):
         time.sleep(600)
 
 features.save_file = save_then_hang
-features.extract_features(videos, frames, out, features.TowerConfig(), batch_size=2, progress=False)
+features.extract_features(videos, frames, out, features.TowerConfig(name=features.TINY_TOWER, pretrained=None,
+                                                               image_size=None, seed=0), batch_size=2, progress=False)
 """
 
 
@@ -341,7 +344,7 @@ def test_killed_extraction_resumes_without_reencoding(tmp_path):
         load_video_features(out, videos[1])                    # the half file is not features
     first = features_path(out, "vid0").stat()
 
-    s = extract_features(videos, root, out, TowerConfig(), batch_size=2, progress=False)
+    s = extract_features(videos, root, out, DEFAULTS.tower(), batch_size=2, progress=False)
     assert (s["encoded"], s["skipped"], s["frames"]) == (3, 1, 15)
     again = features_path(out, "vid0").stat()
     assert (again.st_ino, again.st_mtime_ns, again.st_size) == (first.st_ino, first.st_mtime_ns, first.st_size)
@@ -349,10 +352,31 @@ def test_killed_extraction_resumes_without_reencoding(tmp_path):
         assert [f["tokens"].shape[0] for f in load_video_features(out, v)] == [3, 2]
     # the features store matches an uninterrupted run, file for file
     clean = tmp_path / "clean"
-    extract_features(videos, root, clean, TowerConfig(), batch_size=2, progress=False)
+    extract_features(videos, root, clean, DEFAULTS.tower(), batch_size=2, progress=False)
     for v in videos:
         a, b = load_video_features(out, v), load_video_features(clean, v)
         assert all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in ("tokens", "pooled"))
 
     assert prune_features(out, [v.id for v in videos]) == 1    # the killed run's temporary folder
     assert sorted(p.name for p in out.iterdir()) == [f"vid{k}.safetensors" for k in range(4)]
+
+
+def test_feature_files_are_byte_stable_and_v1_files_still_load(dataset, tmp_path):
+    """Encoding the same frames twice writes the same bytes (DVC sees no change downstream);
+    a file in the v1 layout (one metadata key per field) still loads."""
+    from safetensors.torch import load_file, save_file
+
+    root, videos = dataset
+    first, second = tmp_path / "a", tmp_path / "b"
+    for out in (first, second):
+        extract_features(videos, root, out, DEFAULTS.tower(seed=1), batch_size=4, progress=False)
+    for v in videos:
+        assert features_path(first, v.id).read_bytes() == features_path(second, v.id).read_bytes(), v.id
+    path = features_path(first, videos[0].id)
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["videonarrator"])
+    tensors = load_file(path)
+    save_file(tensors, str(path), metadata={**meta, "format": "videonarrator-features-v1"})
+    v1 = load_video_features(first, videos[0])
+    v2 = load_video_features(second, videos[0])
+    assert all(torch.equal(a["tokens"], b["tokens"]) for a, b in zip(v1, v2))

@@ -5,21 +5,21 @@ import torch
 from torch import nn
 
 import videonarrator.generate as gen
+from helpers import DEFAULTS, make_tiny_llm
 from videonarrator.dataset import VisualInputs, clip_sample
-from videonarrator.generate import (ClipOutput, GenerationConfig, LengthRule, ends_sentence, has_line_break,
-                                    label_lines, narrate_videos, narration_part, pick_candidate, row_seed)
+from videonarrator.generate import (ClipOutput, LengthRule, ends_sentence, has_line_break, label_lines,
+                                    narrate_videos, narration_part, pick_candidate, row_seed)
 from videonarrator.labels import format_labels, label_candidates
-from videonarrator.llm import LoraSettings, make_tiny_llm
 from videonarrator.model import VideoNarrator, VideoNarratorConfig, collate
 from videonarrator.prompt import build_clip_prompt, build_prefix
 from videonarrator.schema import Clip, Product, Video, text_length
 
 P, W, Q = 5, 16, 4          # as tests/test_model.py: patches per frame, vision width, query tokens
 CFG = VideoNarratorConfig(vision_width=W, num_patches=P, qformer_hidden=16, qformer_layers=2, qformer_heads=2,
-                          num_query_tokens=Q)
-LORA = LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
+                          num_query_tokens=Q, patch_pos_embed=True, memory_frames=1, story_clips=None)
+LORA = DEFAULTS.lora(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
 NARR = ["Dry skin all winter?", "Meet the aloe cream.", "Grab it today.", "Soft and calm skin.", "Only 9.99 now."]
-GREEDY = GenerationConfig(temperature=0, max_new_tokens=14, batch_size=1)
+GREEDY = DEFAULTS.generation(temperature=0, max_new_tokens=14, batch_size=1)
 
 
 def make_video(vid: str, n_clips: int, n_items: int, window=(2, 8)) -> Video:
@@ -415,6 +415,6 @@ def test_label_candidates_and_their_validation():
     with pytest.raises(ValueError, match="unknown script label 'nope'"):
         label_candidates([["nope"]])
     with pytest.raises(ValueError, match="unknown script label 'nope'"):
-        GenerationConfig(mode="generated", label_candidates=(("nope",),)).check()
+        replace(GREEDY, mode="generated", label_candidates=(("nope",),)).check()
     with pytest.raises(ValueError, match="non-empty"):
-        GenerationConfig(mode="generated", label_candidates=((),)).check()
+        replace(GREEDY, mode="generated", label_candidates=((),)).check()

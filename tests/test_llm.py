@@ -5,9 +5,9 @@ import pytest
 import torch
 from transformers import Blip2Config, Blip2Model, Blip2QFormerConfig, Blip2QFormerModel
 
+from helpers import DEFAULTS, EOS, make_tiny_llm
 from videonarrator import llm as llm_mod
-from videonarrator.llm import (EOS, LoraSettings, convert_gguf, lavis_to_hf_qformer, load_llm, load_qformer,
-                               make_tiny_llm, smollm2_gguf_path)
+from videonarrator.llm import convert_gguf, lavis_to_hf_qformer, load_llm, load_qformer, smollm2_gguf_path
 
 CORPUS = ["Product: Aloe Cream. Use only the facts above. Story so far: 1. Dry skin?",
           "Clip 2/3, 3.5 seconds, write 5-11 words. Label: pain point Narration: Meet the cream."] * 20
@@ -23,7 +23,7 @@ def lora_modules(model) -> set[str]:
 
 
 def test_load_llm_lora_on_q_v(tiny_llm_dir):
-    model, tok = load_llm(tiny_llm_dir, LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    model, tok = load_llm(tiny_llm_dir, DEFAULTS.lora(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))
     assert tok.eos_token == EOS and tok.pad_token_id == tok.eos_token_id  # as in SmolLM2
     assert lora_modules(model) == {"q_proj", "v_proj"}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -34,7 +34,7 @@ def test_load_llm_lora_on_q_v(tiny_llm_dir):
 
 
 def test_load_llm_all_linear_skips_lm_head(tiny_llm_dir):
-    model, _ = load_llm(tiny_llm_dir, LoraSettings(r=2, alpha=16, dropout=0.05, target_modules="all-linear"))
+    model, _ = load_llm(tiny_llm_dir, DEFAULTS.lora(r=2, alpha=16, dropout=0.05, target_modules="all-linear"))
     assert lora_modules(model) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
@@ -50,7 +50,7 @@ def test_attn_implementation_choice_gives_the_same_logits(tiny_llm_dir):
 def test_load_llm_bare_is_frozen_and_adapter_reloads(tiny_llm_dir, tmp_path):
     bare, _ = load_llm(tiny_llm_dir, lora=None)
     assert not any(p.requires_grad for p in bare.parameters())
-    model, _ = load_llm(tiny_llm_dir, LoraSettings(r=2, target_modules=["q_proj"]))
+    model, _ = load_llm(tiny_llm_dir, DEFAULTS.lora(r=2, target_modules=["q_proj"]))
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_" in n:
@@ -70,7 +70,7 @@ def test_missing_llm_fails_fast_offline(monkeypatch, tmp_path):
     for name in [tmp_path / "no_such_model", "HuggingFaceTB/SmolLM2-135M-Instruct"]:
         t0 = time.perf_counter()
         with pytest.raises(FileNotFoundError, match=str(name).replace("/", ".")):
-            load_llm(name)
+            load_llm(name, lora=None)
         assert time.perf_counter() - t0 < 2.0
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
@@ -204,5 +204,5 @@ def test_convert_smollm2_gguf(tmp_path):
     original = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     with torch.no_grad():
         assert torch.equal(saved(input_ids=ids).logits, original(input_ids=ids).logits)
-    model, tok2 = load_llm(out, LoraSettings())
+    model, tok2 = load_llm(out, DEFAULTS.lora())
     assert tok2.eos_token == "<|im_end|>" and tok2.pad_token_id == tok2.eos_token_id

@@ -7,8 +7,9 @@ import pytest
 import torch
 import yaml
 
+from helpers import DEFAULTS, make_tiny_llm
 from videonarrator import narrate
-from videonarrator.llm import LoraSettings, make_tiny_llm
+from videonarrator.config import Settings
 from videonarrator.model import VideoNarrator, VideoNarratorConfig
 from videonarrator.schema import Product
 from videonarrator.subtitles import read_subtitles
@@ -23,8 +24,9 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("narrate")
     llm = make_tiny_llm(root / "llm", ["Product: Bunny plush soft fleece hugs all night. Label: Narration:"] * 20)
     torch.manual_seed(0)
-    cfg = VideoNarratorConfig(vision_width=64, num_patches=64, qformer_hidden=16, qformer_heads=2, num_query_tokens=2)
-    VideoNarrator.from_llm(cfg, llm, LoraSettings(r=2)).save_pretrained(root / "model")
+    cfg = VideoNarratorConfig(vision_width=64, num_patches=64, qformer_hidden=16, qformer_heads=2, num_query_tokens=2,
+                              qformer_layers=2, patch_pos_embed=True, memory_frames=1, story_clips=None)
+    VideoNarrator.from_llm(cfg, llm, DEFAULTS.lora(r=2)).save_pretrained(root / "model")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["llm"]["path"] = str(llm)
     params["evaluate"]["max_new_tokens"] = 12
@@ -36,7 +38,7 @@ def setup(tmp_path_factory):
 @pytest.mark.slow
 def test_narrates_a_real_video_into_timed_subtitles(setup, real_video, tmp_path):
     root, params, sheet = setup
-    written = narrate.narrate_file(real_video, sheet, tmp_path, params, root / "model", max_clip_s=2.0,
+    written = narrate.narrate_file(real_video, sheet, tmp_path, Settings(params), root / "model", max_clip_s=2.0,
                                    progress=False)
     report = json.loads(written["json"].read_text())
     spans = [(c["start"], c["end"]) for c in report["clips"]]

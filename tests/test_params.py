@@ -97,15 +97,65 @@ def test_paper_profile_validates_and_builds_without_weights():
     import torch
     from dataclasses import replace
 
+    from videonarrator.config import Settings
     from videonarrator.model import VisualEncoder
-    from videonarrator.systems import settings_from_params
 
-    params = load_params(ROOT / "profiles/paper.yaml")
-    cfg, lora, tau = settings_from_params(params["model"])
+    settings = Settings.load(ROOT / "profiles/paper.yaml")
+    cfg, lora = settings.model(vision_shape=(256, 1024)), settings.lora()   # ViT-L/14 @224: 16x16 patches, CLS excluded
     assert (cfg.num_query_tokens, cfg.qformer_hidden, cfg.qformer_layers) == (32, 768, 12)
     assert (lora.r, lora.alpha, lora.dropout, lora.target_modules) == (64, 16, 0.05, "all-linear")
-    assert tau == 0.9 and params["features"]["tower"] == "ViT-L-14"
-    cfg = replace(cfg, vision_width=1024, num_patches=256, llm_dim=4096)
+    assert settings.tau() == 0.9 and settings.tower().name == "ViT-L-14"
     with torch.device("meta"):
-        enc = VisualEncoder(cfg)
+        enc = VisualEncoder(replace(cfg, llm_dim=4096))
+    qf = enc.qformer.config
+    assert (qf.hidden_size, qf.num_hidden_layers, qf.encoder_hidden_size) == (768, 12, 1024)
     assert enc.query_tokens.shape == (1, 32, 768) and enc.projector.weight.shape == (4096, 768)
+    assert enc.clip_pos.weight.shape == (100, 768) and enc.patch_pos is None
+    assert 90e6 < sum(p.numel() for p in enc.parameters()) < 120e6   # BLIP-2's query-side Q-Former ~ 105M
+
+
+def test_settings_build_every_config_from_params():
+    """Each config takes its values from params.yaml (the one source), and the systems differ
+    from the full model only where systems.SYSTEMS says."""
+    from videonarrator.config import Settings
+
+    params = load_params(ROOT / "params.yaml")
+    s = Settings(params)
+    assert s.train().steps == params["train"]["steps"] and s.train().seed == params["common"]["seed"]
+    assert s.generation().temperature == params["evaluate"]["temperature"]
+    assert s.generation(mode="generated").mode == "generated"
+    assert s.prepare().shot_threshold == params["prepare"]["shot_threshold"]
+    assert s.synthetic().n_videos == params["prepare"]["n_videos"]
+    assert s.lora().dropout == params["model"]["lora_dropout"]
+    assert s.tower().name == params["features"]["tower"]
+    assert s.tau("no_compression") > 1 and s.tau() == params["model"]["tau"]
+    assert not s.model("text_only").use_video and not s.model("no_memory", vision_shape=(4, 8)).use_memory
+    with pytest.raises(ValueError, match="vision_shape"):
+        s.model("videonarrator")
+    with pytest.raises(ValueError, match="unknown system"):
+        s.model("nope")
+    with pytest.raises(ParamsError, match="'evaluate' was not given"):
+        Settings.of(common=params["common"]).generation()
+
+
+def test_no_config_repeats_a_params_default():
+    """params.yaml is the one source of every default: a config field that a params key sets has
+    no default of its own (config.Settings fills it), so the two can never drift apart."""
+    from dataclasses import MISSING, fields
+
+    from videonarrator.features import TowerConfig
+    from videonarrator.generate import GenerationConfig
+    from videonarrator.llm import LoraSettings
+    from videonarrator.model import VideoNarratorConfig
+    from videonarrator.train import TrainConfig
+
+    params = load_params(ROOT / "params.yaml")
+    lora_keys = {k[len("lora_"):] for k in params["model"] if k.startswith("lora_")} | {"target_modules"}
+    owners = {TowerConfig: set(params["features"]) | {"name", "seed"}, PrepareConfig: set(params["prepare"]),
+              TrainConfig: set(params["train"]) | {"seed"}, GenerationConfig: set(params["evaluate"]) | {"seed"},
+              LoraSettings: lora_keys, VideoNarratorConfig: set(params["model"])}
+    for cls, keys in owners.items():
+        for f in fields(cls):
+            if f.name in keys:
+                assert f.default is MISSING and f.default_factory is MISSING, \
+                    f"{cls.__name__}.{f.name} has a default of its own; params.yaml is the one source"

@@ -76,7 +76,7 @@ def test_dvc_repro_then_noop_then_experiment(reproduced):
                  "04_evaluate", "05_visualize"):
         assert (project / f"reports/{name}.ipynb").is_file(), name
     assert (project / "reports/figures/prepare/dataset_overview.png").is_file()
-    train = json.loads((project / "reports/train.json").read_text())
+    train = json.loads((project / "reports/train_videonarrator.json").read_text())
     assert train["steps"] == 2 and train["system"] == "videonarrator"
     results = json.loads((project / "reports/metrics.json").read_text())
     assert {"videonarrator", "text_only", "zero_shot", "retrieval", "majority_label"} <= set(results)

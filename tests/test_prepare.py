@@ -1,6 +1,7 @@
 import pytest
 
-from videonarrator.prepare import PrepareConfig, align_clips, prepare_dataset
+from helpers import DEFAULTS
+from videonarrator.prepare import align_clips, prepare_dataset
 from videonarrator.schema import Clip, load_dataset
 from videonarrator.video import VideoError
 
@@ -31,7 +32,7 @@ def test_align_clips_requires_one_to_one():
 def test_a_missed_cut_falls_back_to_the_annotation(tiny_synthetic, tmp_path):
     raw, annotated, _ = tiny_synthetic
     videos, metrics = prepare_dataset(annotated[:2], raw, tmp_path / "p",
-                                      PrepareConfig(shot_threshold=250.0), progress=False)
+                                      DEFAULTS.prepare(shot_threshold=250.0), progress=False)
     assert metrics["shot_boundary_recall"] == 0.0
     assert metrics["boundary_fallback_videos"] == 2
     assert [len(v.clips) for v in videos] == [len(v.clips) for v in annotated[:2]]
@@ -52,14 +53,14 @@ def test_a_bad_video_leaves_no_partial_output(tiny_synthetic, tmp_path):
     broken, annotated = copy_with_a_bad_video(tiny_synthetic, tmp_path, 3, 2, lambda d: d[: len(d) // 4])
     out = tmp_path / "processed"
     with pytest.raises(VideoError, match=annotated[2].video_path):
-        prepare_dataset(annotated, broken, out, PrepareConfig(), progress=False)
+        prepare_dataset(annotated, broken, out, DEFAULTS.prepare(), progress=False)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [broken]
 
 
 def test_skip_bad_lists_the_bad_video_and_keeps_the_rest(tiny_synthetic, tmp_path):
     broken, annotated = copy_with_a_bad_video(tiny_synthetic, tmp_path, 3, 1, lambda d: b"\x00" * 100)
-    videos, metrics = prepare_dataset(annotated, broken, tmp_path / "p", PrepareConfig(),
+    videos, metrics = prepare_dataset(annotated, broken, tmp_path / "p", DEFAULTS.prepare(),
                                       progress=False, skip_bad=True)
     assert [v.id for v in videos] == [annotated[0].id, annotated[2].id]
     assert metrics["skipped_videos"][0]["id"] == annotated[1].id

@@ -33,9 +33,9 @@ import time
 import pytest
 import torch
 
+from helpers import DEFAULTS, make_tiny_llm
 from videonarrator.dataset import VisualInputs
-from videonarrator.generate import GenerationConfig, narrate_videos
-from videonarrator.llm import LoraSettings, make_tiny_llm
+from videonarrator.generate import narrate_videos
 from videonarrator.model import VideoNarrator, VideoNarratorConfig, clip_bucket
 from videonarrator.prompt import build_clip_prompt
 from videonarrator.schema import Clip, Product, Video
@@ -72,8 +72,9 @@ def setup(tmp_path_factory):
     llm = make_tiny_llm(tmp_path_factory.mktemp("llm") / "tiny", corpus, hidden=HIDDEN, heads=4)
     torch.manual_seed(0)
     cfg = VideoNarratorConfig(vision_width=W, num_patches=P, qformer_hidden=16, qformer_layers=1, qformer_heads=2,
-                              num_query_tokens=Q, memory_frames=M)
-    model = VideoNarrator.from_llm(cfg, llm, LoraSettings(r=2, dropout=0.0)).eval()
+                              num_query_tokens=Q, memory_frames=M,
+                              patch_pos_embed=True, story_clips=None)
+    model = VideoNarrator.from_llm(cfg, llm, DEFAULTS.lora(r=2, dropout=0.0)).eval()
     g = torch.Generator().manual_seed(0)
     clips = [torch.randn(FRAMES, P, W, generator=g) for _ in range(N_CLIPS)]
     visual = VisualInputs(clips=clips, kept=[list(range(FRAMES))] * N_CLIPS, totals=[FRAMES] * N_CLIPS)
@@ -104,7 +105,7 @@ def test_narrating_100_clips_keeps_memory_bounded(setup, monkeypatch):
             prefix_tokens[i] = len(model.tokenizer(out.prompt.prefix, add_special_tokens=False)["input_ids"])
 
     t0 = time.perf_counter()
-    cfg = GenerationConfig(temperature=0, max_new_tokens=3, batch_size=1)
+    cfg = DEFAULTS.generation(temperature=0, max_new_tokens=3, batch_size=1)
     outputs = narrate_videos(model, [video], {video.id: visual}, cfg, progress=False, on_clip=on_clip)["long"]
     seconds = time.perf_counter() - t0
     assert len(outputs) == N_CLIPS
@@ -131,7 +132,7 @@ def test_a_story_window_keeps_the_prompt_of_a_long_video_bounded(setup):
         if i in (10, 50, N_CLIPS - 1):
             prefix_tokens[i] = len(model.tokenizer(out.prompt.prefix, add_special_tokens=False)["input_ids"])
 
-    cfg = GenerationConfig(temperature=0, max_new_tokens=3, batch_size=1)
+    cfg = DEFAULTS.generation(temperature=0, max_new_tokens=3, batch_size=1)
     narrate_videos(bounded, [video], {video.id: visual}, cfg, progress=False, on_clip=on_clip)
     assert max(prefix_tokens.values()) - min(prefix_tokens.values()) <= 15, prefix_tokens
     assert "Story so far:\n95. " in bounded_prompt(bounded, video, visual)

@@ -73,8 +73,9 @@ def test_stage_outputs_and_sections_come_from_dvc_yaml():
     outs = stage.stage_outputs("prepare", ROOT)
     assert ROOT / "data/processed" in outs and ROOT / "reports/prepare.json" in outs
     assert stage.stage_sections("train", ROOT) == ["common", "llm", "model", "train"]
-    outs = stage.stage_outputs("train_baseline", ROOT, system="no_memory")   # a foreach stage, resolved
+    outs = stage.stage_outputs("train", ROOT, system="no_memory")   # a foreach stage, resolved
     assert ROOT / "models/no_memory" in outs and ROOT / "reports/train_no_memory.json" in outs
+    assert stage.stage_sections("features", ROOT) == ["common", "features", "model"]   # keys -> whole sections
 
 
 def test_real_data_stages_come_from_their_own_pipeline_file():

@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from videonarrator.features import TowerConfig, extract_features
-from videonarrator.llm import make_tiny_llm
+from helpers import DEFAULTS, make_tiny_llm
+from videonarrator.features import extract_features
 from videonarrator.model import VideoNarrator
 from videonarrator.prompt import build_clip_prompt
-from videonarrator.train import TrainConfig, batch_plan, lr_lambda, padding_share, train_system
+from videonarrator.train import batch_plan, lr_lambda, padding_share, train_system
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ def project(tiny_prepared, tmp_path_factory):
     processed, videos, _ = tiny_prepared
     root = tmp_path_factory.mktemp("project")
     shutil.copytree(processed, root / "data/processed")
-    extract_features(videos, root / "data/processed", root / "data/features", TowerConfig(), progress=False)
+    extract_features(videos, root / "data/processed", root / "data/features", DEFAULTS.tower(), progress=False)
     corpus = [build_clip_prompt(v, i, mode=m).text() for v in videos for i in range(len(v.clips))
               for m in ("given", "generated")]
     make_tiny_llm(root / "models/tiny_llm", corpus)
@@ -52,19 +52,19 @@ def saved_weights(root, system="videonarrator"):
 
 def test_batch_plan_is_seeded_and_groups_lengths():
     lengths = [10 + (i * 37) % 90 for i in range(64)]
-    cfg = TrainConfig(steps=20, batch_size=4, seed=1)
+    cfg = DEFAULTS.train(steps=20, batch_size=4, seed=1)
     plan = batch_plan(lengths, cfg)
     assert plan == batch_plan(lengths, cfg) and len(plan) == 20
     assert all(len(b) == 4 for b in plan)
-    assert batch_plan(lengths, TrainConfig(steps=20, batch_size=4, seed=2)) != plan
-    ungrouped = batch_plan(lengths, TrainConfig(steps=20, batch_size=4, seed=1, length_grouping=False))
+    assert batch_plan(lengths, DEFAULTS.train(steps=20, batch_size=4, seed=2)) != plan
+    ungrouped = batch_plan(lengths, DEFAULTS.train(steps=20, batch_size=4, seed=1, length_grouping=False))
     assert padding_share(plan, lengths) < padding_share(ungrouped, lengths)
     with pytest.raises(ValueError, match="fewer than batch_size"):
         batch_plan([1, 2], cfg)
 
 
 def test_learning_rate_warms_up_then_decays():
-    f = lr_lambda(TrainConfig(steps=100, warmup_steps=10))
+    f = lr_lambda(DEFAULTS.train(steps=100, warmup_steps=10))
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(99) < 0.12 and f(50) < f(20)
 
@@ -119,7 +119,7 @@ def test_two_processes_on_cpu_agree_on_the_weights(project, tmp_path):
            "-m", "videonarrator.train", "--root", str(root), "--system", "videonarrator"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads((root / "reports/train.json").read_text())
+    report = json.loads((root / "reports/train_videonarrator.json").read_text())
     assert report["processes"] == 2 and report["steps"] == 6
     assert len(report["rank_checksums"]) == 2 and len(set(report["rank_checksums"])) == 1
 
@@ -136,14 +136,38 @@ def test_loss_log_round_trips_through_the_csvs(tmp_path):
 def test_training_can_start_from_saved_qformer_weights(project, tmp_path):
     from transformers import Blip2QFormerModel
 
-    from videonarrator.systems import settings_from_params
+    from videonarrator.config import Settings
 
     root, params = copy_project(project, tmp_path)
-    cfg = settings_from_params(params["model"])[0]
-    qformer = Blip2QFormerModel(cfg.__class__(**{**cfg.to_dict(), "vision_width": 64}).qformer_config())
-    qformer.save_pretrained(root / "blip2_qformer")
+    cfg = Settings(params).model(vision_shape=(64, 64))   # the tiny tower's features
+    Blip2QFormerModel(cfg.qformer_config()).save_pretrained(root / "blip2_qformer")
     params = {**params, "model": {**params["model"], "qformer_weights": "missing_folder"}}
     with pytest.raises(FileNotFoundError, match="missing_folder"):
         train_system(params, "videonarrator", root, progress=False, stop_after=1)
     params["model"]["qformer_weights"] = "blip2_qformer"
     assert train_system(params, "videonarrator", root, progress=False, stop_after=1)["steps"] == 1
+
+
+def test_tower_shape_reaches_the_saved_model_config(project, tmp_path):
+    """Features of a tower other than the default (36 patches of width 32) train a model whose
+    saved config records that shape; a config left at any other shape would fail at the Q-Former."""
+    from videonarrator.features import register_model_config, stored_shape
+    from videonarrator.io import read_json
+    from videonarrator.schema import load_dataset
+    from videonarrator.train import train_on_videos
+
+    root, params = copy_project(project, tmp_path)
+    register_model_config("vn-test-w32", {
+        "embed_dim": 32, "vision_cfg": {"image_size": 48, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}})
+    videos, _ = load_dataset(root / "data/processed/dataset.json")
+    extract_features(videos, root / "data/processed", root / "other_features", DEFAULTS.tower(name="vn-test-w32"),
+                     progress=False)
+    assert stored_shape(root / "other_features", videos[0]) == (36, 32)
+    for system, shape in (("videonarrator", [36, 32]), ("text_only", [0, 0])):
+        train_on_videos(params, system, videos, root / "other_features", root / "models" / system, root,
+                        progress=False, steps=1, checkpoint_every=0)
+        saved = read_json(root / "models" / system / "config.json")
+        assert [saved["num_patches"], saved["vision_width"]] == shape, system
+    model = VideoNarrator.from_pretrained(root / "models/videonarrator", root / "models/tiny_llm")
+    assert model.visual.qformer.config.encoder_hidden_size == 32 and model.visual.patch_pos.shape == (36, 32)

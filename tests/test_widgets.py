@@ -8,8 +8,9 @@ import yaml
 from PIL import Image
 from safetensors.torch import save_file
 
+from helpers import DEFAULTS, make_tiny_llm
 from videonarrator.features import FEATURES_FORMAT, features_path
-from videonarrator.generate import GenerationConfig, narrate_videos
+from videonarrator.generate import narrate_videos
 from videonarrator.dataset import visual_inputs
 from videonarrator.schema import Clip, Product, Video, save_dataset
 from videonarrator.widgets import (DATASET, FEATURES, METRICS, MODEL, NARRATIONS, NarrationExplorer, fact_status,
@@ -263,7 +264,6 @@ def one_thread():
 
 def tiny_model_project(root: Path, llm_dir: Path) -> list[Video]:
     """The fake project plus a tiny VideoNarrator in models/videonarrator and params.yaml pointing at its LLM."""
-    from videonarrator.llm import LoraSettings, make_tiny_llm
     from videonarrator.model import VideoNarrator, VideoNarratorConfig
     from videonarrator.prompt import build_clip_prompt
 
@@ -272,9 +272,10 @@ def tiny_model_project(root: Path, llm_dir: Path) -> list[Video]:
               for m in ("given", "generated")] * 10
     make_tiny_llm(llm_dir, corpus)
     cfg = VideoNarratorConfig(vision_width=W, num_patches=P, qformer_hidden=16, qformer_layers=2,
-                              qformer_heads=2, num_query_tokens=4)
+                              qformer_heads=2, num_query_tokens=4, patch_pos_embed=True, memory_frames=1,
+                              story_clips=None)
     torch.manual_seed(0)
-    model = VideoNarrator.from_llm(cfg, llm_dir, lora=LoraSettings(r=4, alpha=8, dropout=0.0,
+    model = VideoNarrator.from_llm(cfg, llm_dir, lora=DEFAULTS.lora(r=4, alpha=8, dropout=0.0,
                                                                     target_modules=["q_proj", "v_proj"]))
     model.save_pretrained(root / MODEL)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -316,7 +317,7 @@ def test_narrate_live_matches_narrate_videos(tmp_path, one_thread):
     video = videos[1]
     visual = visual_inputs(video, root / FEATURES, 0.9)
     for mode in ("given", "generated"):
-        cfg = GenerationConfig(mode=mode, max_new_tokens=10, temperature=0.1, batch_size=1)
+        cfg = DEFAULTS.generation(mode=mode, max_new_tokens=10, temperature=0.1, batch_size=1)
         seen = []
         live = narrate_live(model, video, visual, cfg, on_clip=lambda i, o: seen.append((i, o.text)))
         ref = narrate_videos(model, [video], {video.id: visual}, cfg, progress=False)[video.id]

@@ -1,4 +1,4 @@
-"""Frame compression inside a clip (DESIGN §3).
+"""Frame compression inside a clip (the paper's reference code: tau = 0.9).
 
 Consecutive 1-fps frames of a clip are often near duplicates.  Following the
 reference, we repeatedly look at the most similar *adjacent* pair among the

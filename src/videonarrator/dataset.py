@@ -34,12 +34,16 @@ class VisualInputs:
         return torch.cat(self.clips[:i]) if i else self.clips[0][:0]
 
 
-def visual_inputs(video: Video, features_dir: str | Path, tau: float) -> VisualInputs:
-    """Load a video's features and apply frame compression (tau > 1 keeps every frame)."""
-    per_clip = load_video_features(features_dir, video)
+def compress_clips(per_clip: list[dict[str, torch.Tensor]], tau: float) -> VisualInputs:
+    """Per clip {"tokens": (F, P, W), "pooled": (F, D)} -> the kept frames (tau > 1 keeps every frame)."""
     kept = [compress_frames(c["pooled"], tau) for c in per_clip]
     return VisualInputs(clips=[c["tokens"][k] for c, k in zip(per_clip, kept)], kept=kept,
                         totals=[len(c["pooled"]) for c in per_clip])
+
+
+def visual_inputs(video: Video, features_dir: str | Path, tau: float) -> VisualInputs:
+    """Load a video's features and apply frame compression."""
+    return compress_clips(load_video_features(features_dir, video), tau)
 
 
 def clip_sample(tokenizer, video: Video, i: int, visual: VisualInputs | None, mode: str,

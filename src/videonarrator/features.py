@@ -1,6 +1,6 @@
 """Frame features: the open_clip vision tower, batched encoding and a cached store.
 
-DESIGN §3: frames (1 fps) go through a CLIP ViT; the model downstream feeds the
+Frames (1 fps) go through a CLIP ViT; the model downstream feeds the
 patch tokens to a Q-Former as ``encoder_hidden_states`` and the pooled
 embeddings to frame compression.  Both are computed once here and cached on
 disk, so training, ablations and generation share them.
@@ -25,8 +25,9 @@ What is encoded
 The store (one file per video)
     ``out_dir/<video_id>.safetensors`` holds, for clip i,
     ``clip{i}.tokens`` (F_i, P, W) float16 and ``clip{i}.pooled`` (F_i, D) float32,
-    and string metadata: ``format``, ``video_id``, ``n_clips``, ``frames``
-    (JSON list of F_i), ``cache_key`` and ``tower`` (JSON of the TowerConfig).
+    and metadata, one sorted JSON string under the key ``videonarrator`` (so a
+    rewrite of the same tensors gives the same bytes): ``format``, ``video_id``,
+    ``n_clips``, ``frames`` (JSON list of F_i), ``cache_key`` and ``tower`` (JSON of the TowerConfig).
     The cache key is a sha256 over every frame file's bytes, the clip frame
     counts, the tower's architecture and preprocessing, and a hash of the vision
     tower's weights, so a changed frame, tower or weight file re-encodes exactly
@@ -55,10 +56,15 @@ from open_clip.pretrained import is_pretrained_cfg
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from safetensors.torch import save_file
 
-from .io import atomic_path, atomic_write_text
+from .io import atomic_path, atomic_write_text, hub_offline
 from .schema import Video
 
-FEATURES_FORMAT = "videonarrator-features-v1"
+FEATURES_FORMAT = "videonarrator-features-v2"
+# v1 stored each metadata field as its own safetensors key, and safetensors writes those keys in a
+# different order on each write: the same tensors gave other bytes, and DVC retrained everything
+# downstream.  v2 stores one sorted JSON string under META_KEY.  v1 files are still read.
+READABLE_FORMATS = ("videonarrator-features-v1", FEATURES_FORMAT)
+META_KEY = "videonarrator"
 TOKEN_DTYPE = torch.float16  # tokens dominate the store; fp16 halves it (values are LayerNorm'd)
 
 # -- the tiny tower ------------------------------------------------------------
@@ -99,15 +105,12 @@ def register_tiny_tower() -> str:
 
 @dataclass
 class TowerConfig:
-    name: str = TINY_TOWER           # open_clip model name, or "local-dir:/path"
-    pretrained: str | None = None    # None (seeded random init) or a local weights file; a hub tag only if given explicitly
-    image_size: int | None = None    # None = the model's own input size
-    seed: int = 0                    # init seed when no weights are loaded
+    """Built from params' ``features`` section by :class:`config.Settings` (the one source of its values)."""
+    name: str                        # open_clip model name, or "local-dir:/path"
+    pretrained: str | None           # None (seeded random init) or a local weights file; a hub tag only if named
+    image_size: int | None           # None = the model's own input size
+    seed: int                        # init seed when no weights are loaded
     device: str = "cpu"              # where the tower runs ("cuda" for ViT-L-14); not part of the cache key
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 def _check_sources(cfg: TowerConfig) -> None:
@@ -124,7 +127,7 @@ def _check_sources(cfg: TowerConfig) -> None:
                 f"write the folder with features.save_tower or point to an open_clip model folder")
         return
     if schema == "hf-hub":
-        if _offline():
+        if hub_offline():
             raise RuntimeError(f"tower {cfg.name!r} is a hub model but HF_HUB_OFFLINE=1; "
                                f"download it once into a folder and use 'local-dir:<folder>'")
         return
@@ -138,7 +141,7 @@ def _check_sources(cfg: TowerConfig) -> None:
     if Path(cfg.pretrained).is_file():
         return
     if is_pretrained_cfg(cfg.name, cfg.pretrained) and not _looks_like_path(cfg.pretrained):
-        if _offline():
+        if hub_offline():
             raise RuntimeError(
                 f"tower {cfg.name!r}: pretrained={cfg.pretrained!r} is a hub tag (a download) but "
                 f"HF_HUB_OFFLINE=1; pass the path of a local weights file instead")
@@ -178,7 +181,7 @@ def load_tower(cfg: TowerConfig) -> tuple[torch.nn.Module, Any]:
 def save_tower(model: torch.nn.Module, cfg: TowerConfig, out_dir: str | Path) -> Path:
     """Write ``model`` in open_clip's ``local-dir:`` layout (config json + safetensors).
 
-    ``load_tower(TowerConfig(name=f"local-dir:{out_dir}"))`` then gives the same model.
+    ``load_tower(replace(cfg, name=f"local-dir:{out_dir}", pretrained=None))`` then gives the same model.
     """
     out_dir = Path(out_dir)
     model_cfg = getattr(model, "vn_model_cfg", None)
@@ -281,9 +284,9 @@ def encode_frames(model: torch.nn.Module, frames: Any, batch_size: int = 64) -> 
         pooled.append(p.float().cpu())
         tokens.append(t.float().cpu())
     if not pooled:  # N == 0: empty outputs with the right trailing shapes
-        width = visual.ln_post.normalized_shape[0]
+        patches, width = tower_shape(model)
         d = visual.proj.shape[1] if visual.proj is not None else width
-        return torch.zeros(0, d), torch.zeros(0, visual.grid_size[0] * visual.grid_size[1], width)
+        return torch.zeros(0, d), torch.zeros(0, patches, width)
     return torch.cat(pooled), torch.cat(tokens)
 
 
@@ -372,9 +375,11 @@ def _video_key(video: Video, paths: list[list[Path]], tower_fp: str, pool: Threa
 
 
 def _read_metadata(path: Path) -> dict[str, str] | None:
+    """A feature file's metadata (v2: the JSON under META_KEY; v1: the flat keys); None if unreadable."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
+            raw = f.metadata() or {}
+        return json.loads(raw[META_KEY]) if META_KEY in raw else raw
     except (SafetensorError, OSError, ValueError):
         return None
 
@@ -388,8 +393,8 @@ def _write_video(path: Path, video: Video, key: str, tower_cfg: TowerConfig,
         tensors[f"clip{i}.tokens"] = t.to(TOKEN_DTYPE).contiguous()
     meta = {"format": FEATURES_FORMAT, "video_id": video.id, "n_clips": str(len(counts)),
             "frames": json.dumps(counts), "cache_key": key, "tower": json.dumps(asdict(tower_cfg))}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    with atomic_path(path) as tmp:   # one key: the same tensors and metadata give the same bytes
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
 
 
 def available_cores() -> int:
@@ -510,6 +515,27 @@ def _timed_decode(path: Path, size: int) -> tuple[np.ndarray, float]:
     return _decode_frame(path, size), time.thread_time() - t
 
 
+def tower_shape(model: torch.nn.Module) -> tuple[int, int]:
+    """(P, W): patch tokens per frame and their width that ``model``'s :func:`encode_frames` returns."""
+    visual = model.visual
+    return int(visual.grid_size[0] * visual.grid_size[1]), int(visual.ln_post.normalized_shape[0])
+
+
+def stored_shape(out_dir: str | Path, video: Video) -> tuple[int, int]:
+    """(P, W): patch tokens per frame and their width in ``video``'s feature file.
+
+    The model's Q-Former takes exactly this shape, and no params key holds it
+    (it follows from the tower and its image size), so a model config reads it here.
+    """
+    path = features_path(out_dir, video.id)
+    if not path.is_file():
+        raise FileNotFoundError(f"video {video.id!r}: features file {path} does not exist; "
+                                f"rerun the features stage (dvc repro features)")
+    with safe_open(str(path), framework="pt") as f:
+        shape = f.get_slice("clip0.tokens").get_shape()
+    return int(shape[1]), int(shape[2])
+
+
 def load_video_features(out_dir: str | Path, video: Video,
                         dtype: torch.dtype | None = torch.float32) -> list[dict[str, torch.Tensor]]:
     """Per clip {"tokens": (F, P, W), "pooled": (F, D)} for ``video`` (tokens cast to ``dtype``; None keeps fp16)."""
@@ -518,7 +544,7 @@ def load_video_features(out_dir: str | Path, video: Video,
     if not path.is_file():
         raise FileNotFoundError(f"video {video.id!r}: features file {path} does not exist; {fix}")
     meta = _read_metadata(path)
-    if meta is None or meta.get("format") != FEATURES_FORMAT:
+    if meta is None or meta.get("format") not in READABLE_FORMATS:
         raise ValueError(f"video {video.id!r}: {path} is not a {FEATURES_FORMAT} file; {fix}")
     counts = json.loads(meta["frames"])
     expected = [len(c.frames) for c in video.clips]

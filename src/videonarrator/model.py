@@ -45,20 +45,22 @@ from .schema import Video
 
 @dataclass
 class VideoNarratorConfig:
-    vision_width: int = 64            # W: width of the vision tower's patch tokens
-    num_patches: int = 64             # P: patch tokens per frame (open_clip's output_tokens: no CLS)
-    qformer_hidden: int = 128         # H
-    qformer_layers: int = 2
-    qformer_heads: int = 4
+    """The model's shape and switches.  Built from params.yaml by :class:`config.Settings` (the
+    fields without a default are params keys, or read from the feature files); saved with the model."""
+    vision_width: int                 # W: width of the vision tower's patch tokens (from the features)
+    num_patches: int                  # P: patch tokens per frame (open_clip's output_tokens: no CLS)
+    qformer_hidden: int               # H
+    qformer_layers: int
+    qformer_heads: int
+    num_query_tokens: int             # Q (32 in the paper)
+    patch_pos_embed: bool             # learned (P, W) embedding on the patch tokens
+    memory_frames: int                # M: earlier frames averaged into this many groups (reference: 1)
+    story_clips: int | None           # earlier narrations kept in the prompt (None: all; an int bounds it)
     qformer_cross_attention_every: int = 2  # BLIP-2: cross-attention in every 2nd layer
-    num_query_tokens: int = 8         # Q (32 in the paper)
-    patch_pos_embed: bool = True      # learned (P, W) embedding on the patch tokens
-    use_position: bool = True         # clip-position embedding
+    use_position: bool = True         # clip-position embedding (the ablations switch these off)
     num_position_buckets: int = 100
     use_memory: bool = True
-    memory_frames: int = 1            # M: earlier frames averaged into this many groups (reference: 1)
     use_video: bool = True            # False: text-only baseline
-    story_clips: int | None = None    # earlier narrations kept in the prompt (None: all; an int bounds it)
     llm_dim: int = 0                  # D: filled from the LLM
 
     def to_dict(self) -> dict:
@@ -78,24 +80,6 @@ class VideoNarratorConfig:
                                   num_attention_heads=self.qformer_heads, intermediate_size=4 * self.qformer_hidden,
                                   encoder_hidden_size=self.vision_width,
                                   cross_attention_frequency=self.qformer_cross_attention_every)
-
-
-# The two profiles of params.yaml.  Default: what the calibration run on a 2-core
-# CPU used (tiny random ViT, 8 queries, SmolLM2-135M, LoRA r=8 on q/v).  Paper:
-# CLIP ViT-L/14 at 224 px (257 tokens of width 1024, of which open_clip's
-# output_tokens gives the 256 patch tokens, CLS excluded), BLIP-2 Q-Former (32 queries,
-# width 768, 12 layers), LoRA r=64, alpha 16, dropout 0.05 on all linear layers.
-DEFAULT_PROFILE = {
-    "model": VideoNarratorConfig(),
-    "lora": LoraSettings(r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"]),
-}
-PAPER_PROFILE = {
-    "model": VideoNarratorConfig(vision_width=1024, num_patches=256, qformer_hidden=768, qformer_layers=12,
-                                 qformer_heads=12, qformer_cross_attention_every=2, num_query_tokens=32,
-                                 patch_pos_embed=False, use_position=True, num_position_buckets=100,
-                                 use_memory=True, memory_frames=1, use_video=True),
-    "lora": LoraSettings(r=64, alpha=16, dropout=0.05, target_modules="all-linear"),
-}
 
 
 def position_bucket(start: float, end: float, video_duration: float, num_buckets: int = 100) -> int:
@@ -123,6 +107,9 @@ class VisualEncoder(nn.Module):
             raise ValueError("VideoNarratorConfig.llm_dim is unset; it is filled from the LLM's hidden size")
         self.cfg = cfg
         P, W, Q, H = cfg.num_patches, cfg.vision_width, cfg.num_query_tokens, cfg.qformer_hidden
+        if P <= 0 or W <= 0:
+            raise ValueError(f"VideoNarratorConfig num_patches={P}, vision_width={W}: both must be the feature "
+                             f"files' shape (features.stored_shape); build the config with config.Settings.model")
         # std 0.02 as BERT/BLIP-2 initialise embeddings: small next to LayerNormed tokens
         self.patch_pos = nn.Parameter(torch.randn(P, W) * 0.02) if cfg.patch_pos_embed else None  # (P, W)
         self.qformer = Blip2QFormerModel(cfg.qformer_config())
@@ -136,8 +123,9 @@ class VisualEncoder(nn.Module):
         """(F, P, W) patch tokens -> (F, Q, H) query outputs, each frame on its own."""
         if patches.dim() != 3 or patches.shape[1:] != (self.cfg.num_patches, self.cfg.vision_width):
             raise ValueError(f"patch tokens must have shape (frames, {self.cfg.num_patches}, "
-                             f"{self.cfg.vision_width}), got {tuple(patches.shape)}; set VideoNarratorConfig.num_patches "
-                             f"and vision_width to the vision tower's")
+                             f"{self.cfg.vision_width}) (the features this narrator was trained on), got "
+                             f"{tuple(patches.shape)}; were the features encoded by another tower? "
+                             f"Train the narrator again on these features (dvc repro train)")
         x = patches.to(self.query_tokens.dtype)
         if self.patch_pos is not None:
             x = x + self.patch_pos                                                # (F, P, W)
@@ -320,7 +308,7 @@ class VideoNarrator(nn.Module):
         self.tokenizer = tokenizer
 
     @classmethod
-    def from_llm(cls, cfg: VideoNarratorConfig, llm_path: str | Path, lora: LoraSettings = LoraSettings(),
+    def from_llm(cls, cfg: VideoNarratorConfig, llm_path: str | Path, lora: LoraSettings | None,
                  dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
                  attn_implementation: str | None = None) -> "VideoNarrator":
         """A new narrator: a fresh visual side and LoRA adapter on the LLM in ``llm_path``."""

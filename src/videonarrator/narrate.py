@@ -26,18 +26,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .compression import compress_frames
-from .dataset import VisualInputs
+from .config import Settings
+from .dataset import VisualInputs, compress_clips
 from .io import write_json
 from .labels import LABELS
-from .schema import Clip, Product, Video
+from .schema import UNITS_PER_SECOND, Clip, Product, Video, window_around
 from .subtitles import cues_from_clips, write_subtitles
-from .video import (detect_shots, frame_index, merge_shots, read_frames, sample_times, shots_from_cuts,
-                    split_long_shots)
+from .video import cut_clips, frame_index, read_frames, sample_times, split_long_shots
 
-# Narration rate used to set each clip's window when the video has no reference (DESIGN §1).
-UNITS_PER_SECOND = {"en": 2.5, "zh": 6.0}
-WINDOW_SLACK = 3
 
 
 def load_product_sheet(path: str | Path) -> Product:
@@ -65,16 +61,14 @@ def load_product_sheet(path: str | Path) -> Product:
 
 
 def window_for(seconds: float, language: str) -> tuple[int, int]:
-    n = max(1, round(UNITS_PER_SECOND[language] * seconds))
-    return max(1, n - WINDOW_SLACK), n + WINDOW_SLACK
+    return window_around(max(1, round(UNITS_PER_SECOND[language] * seconds)))
 
 
-def cut_video(path: str | Path, shot_threshold: float = 27.0, min_clip_s: float = 1.0,
-              max_clip_s: float = 8.0, frame_size: int = 224):
-    """Decode, detect shots, merge short / split long ones; return (video id, clip spans, frames, fps)."""
+def cut_video(path: str | Path, prepare, max_clip_s: float, frame_size: int = 224):
+    """Decode, cut into clips as the pipeline does (``prepare``: a PrepareConfig), split long ones;
+    return (clip spans, frames, video info)."""
     frames, info = read_frames(path, size=frame_size)
-    cuts = detect_shots(frames, info.fps, shot_threshold, max(1, round(min_clip_s * info.fps)))
-    spans = split_long_shots(merge_shots(shots_from_cuts(cuts, info.n_frames, info.fps), min_clip_s), max_clip_s)
+    spans = split_long_shots(cut_clips(frames, info.fps, prepare.shot_threshold, prepare.min_shot_s), max_clip_s)
     return spans, frames, info
 
 
@@ -97,41 +91,34 @@ def encode_clips(tower, frames: np.ndarray, spans, fps: float, tau: float) -> Vi
     picks = [[frame_index(t, fps, len(frames)) for t in sample_times(a, b)] for a, b in spans]
     pooled, tokens = encode_frames(tower, frames[[i for p in picks for i in p]])
     sizes = [len(p) for p in picks]
-    kept, clips = [], []
-    for pooled_c, tokens_c in zip(pooled.split(sizes), tokens.split(sizes)):
-        keep = compress_frames(pooled_c, tau)
-        kept.append(keep)
-        clips.append(tokens_c[keep])
-    return VisualInputs(clips=clips, kept=kept, totals=sizes)
+    return compress_clips([{"tokens": t, "pooled": p} for p, t in zip(pooled.split(sizes), tokens.split(sizes))], tau)
 
 
-def narrate_file(video_path: str | Path, sheet: str | Path, out_dir: str | Path, params: dict,
+def narrate_file(video_path: str | Path, sheet: str | Path, out_dir: str | Path, settings: Settings,
                  model_dir: str | Path = "models/videonarrator", storyline: list[str] | None = None,
                  language: str = "en", max_clip_s: float = 8.0, progress: bool = True) -> dict[str, Path]:
-    """The whole path for one video; returns the written files {"srt", "vtt", "json"}."""
-    from .features import TowerConfig, load_tower
-    from .generate import GenerationConfig, narrate_videos
+    """The whole path for one video; returns the written files {"srt", "vtt", "json"}.
+
+    ``settings`` (params.yaml) give the clip cutting, the vision tower, tau and decoding.
+    """
+    from .features import load_tower
+    from .generate import narrate_videos
     from .model import VideoNarrator
 
     video_path, out_dir, model_dir = Path(video_path), Path(out_dir), Path(model_dir)
     product = load_product_sheet(sheet)
-    llm_path = Path(params["llm"]["path"])
+    llm_path = Path(settings["llm"]["path"])
     for what, path in (("trained model", model_dir / "config.json"), ("base LLM", llm_path)):
         if not path.exists():  # check before the long work starts
             raise FileNotFoundError(f"{what} {path} does not exist; run `dvc repro train` first (or pass --model)")
-    spans, frames, info = cut_video(video_path, max_clip_s=max_clip_s)
+    spans, frames, info = cut_video(video_path, settings.prepare(), max_clip_s)
     video = build_video(video_path.stem, product, spans, language, storyline)
-    model = VideoNarrator.from_pretrained(model_dir, llm_path, trust_remote_code=params["llm"]["trust_remote_code"])
+    model = VideoNarrator.from_pretrained(model_dir, llm_path, trust_remote_code=settings["llm"]["trust_remote_code"])
     visual = None
     if model.visual is not None:
-        f = params["features"]
-        tower, _ = load_tower(TowerConfig(name=f["tower"], pretrained=f["pretrained"], image_size=f["image_size"],
-                                          seed=params["common"]["seed"]))
-        visual = encode_clips(tower, frames, spans, info.fps, params["model"]["tau"])
-    ev = params["evaluate"]
-    gen = GenerationConfig(mode="given" if storyline else "generated", temperature=ev["temperature"],
-                           repetition_penalty=ev["repetition_penalty"], max_new_tokens=ev["max_new_tokens"],
-                           seed=params["common"]["seed"], batch_size=1)
+        tower, _ = load_tower(settings.tower())
+        visual = encode_clips(tower, frames, spans, info.fps, settings.tau())
+    gen = settings.generation(mode="given" if storyline else "generated", batch_size=1)
     outputs = narrate_videos(model, [video], {video.id: visual}, gen, progress=progress)[video.id]
 
     cues = cues_from_clips(video.clips, [o.text for o in outputs])
@@ -150,14 +137,15 @@ def narrate_file(video_path: str | Path, sheet: str | Path, out_dir: str | Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .params import ParamsError, load_params
+    from .params import ParamsError
 
     parser = argparse.ArgumentParser(description="Narrate a video clip by clip; write SRT, WebVTT and JSON.")
     parser.add_argument("video", help="an mp4 (or any file PyAV decodes)")
     parser.add_argument("sheet", help="product sheet, YAML or JSON: name + knowledge {field: [items]}")
     parser.add_argument("--out", default="narration", help="output folder (default: narration/)")
     parser.add_argument("--model", default="models/videonarrator", help="a trained narrator folder")
-    parser.add_argument("--params", default="params.yaml", help="the params the model was trained with")
+    parser.add_argument("--params", default="params.yaml",
+                        help="the params the model was trained with (clip cutting, tower, tau, decoding)")
     parser.add_argument("--storyline", default=None, help="comma-separated labels, one per clip (else predicted)")
     parser.add_argument("--language", default="en", choices=sorted(UNITS_PER_SECOND))
     parser.add_argument("--max-clip-s", type=float, default=8.0, help="longer shots are split into clips this long")
@@ -168,9 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: unknown label {label!r} in --storyline; labels: {', '.join(LABELS)}", file=sys.stderr)
             return 2
     try:
-        params = load_params(args.params)
-        written = narrate_file(args.video, args.sheet, args.out, params, args.model, storyline, args.language,
-                               args.max_clip_s)
+        written = narrate_file(args.video, args.sheet, args.out, Settings.load(args.params), args.model, storyline,
+                               args.language, args.max_clip_s)
     except (FileNotFoundError, ValueError, ParamsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -133,8 +133,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "videos": positive_int(),
         "queries": positive_int(),
     },
-    "baselines": {
-        "systems": str_list("text_only", "no_position", "no_memory", "no_compression"),
+    "systems": {
+        "trained": str_list("videonarrator", "text_only", "no_position", "no_memory", "no_compression"),
     },
     "esyncvidstory": {   # the real-data text-side experiment (esyncvidstory/dvc.yaml)
         "annotations": Spec(str, bool, "the path of an E-SyncVidStory annotation JSON file"),
@@ -165,6 +165,8 @@ RULES: list[tuple[str, Callable[[dict], bool], str]] = [
      "evaluate.num_candidates > 1 needs evaluate.temperature > 0 (greedy candidates are all the same)"),
     ("esyncvidstory", lambda p: p["val_fraction"] + p["test_fraction"] < 1,
      "esyncvidstory.val_fraction + esyncvidstory.test_fraction must be < 1 (something must be left to train on)"),
+    ("systems", lambda p: "videonarrator" in p["trained"] and len(set(p["trained"])) == len(p["trained"]),
+     "systems.trained must list 'videonarrator' (the full model the evaluation and the figures read), each once"),
     ("train", lambda p: len(p["modes"]) > 0, "train.modes must list at least one of 'given', 'generated'"),
     ("train", lambda p: p["batch_size"] % p["grad_accum"] == 0,
      "train.batch_size must be divisible by train.grad_accum"),
@@ -224,6 +226,9 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
 
 
 def config_from(cls, section: dict[str, Any], **overrides: Any):
-    """Build the dataclass ``cls`` from the keys of a params section that it declares."""
+    """Build the dataclass ``cls`` from the keys of a params section that it declares, plus ``overrides``."""
     names = {f.name for f in fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:   # a misspelt override would otherwise be dropped without a word
+        raise TypeError(f"{cls.__name__} has no field {', '.join(unknown)}; fields: {', '.join(sorted(names))}")
     return cls(**{k: v for k, v in {**section, **overrides}.items() if k in names})

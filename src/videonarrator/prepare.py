@@ -16,15 +16,15 @@ import numpy as np
 from .io import atomic_path
 from .schema import Clip, Video, save_dataset
 from .stats import dataset_statistics
-from .video import (VideoError, boundary_f1, detect_shots, frame_index, merge_shots, read_frames,
-                    sample_times, shots_from_cuts)
+from .video import VideoError, boundary_f1, cut_clips, frame_index, read_frames, sample_times
 
 
 @dataclass
 class PrepareConfig:
-    shot_threshold: float = 12.0     # ContentDetector threshold (HSV change per frame)
-    min_shot_s: float = 1.0          # no cut closer than this; shorter shots merge into a neighbour
-    boundary_tolerance_s: float = 0.2
+    """Built from params' ``prepare`` section by :class:`config.Settings` (the one source of its values)."""
+    shot_threshold: float            # ContentDetector threshold (HSV change per frame)
+    min_shot_s: float                # no cut closer than this; shorter shots merge into a neighbour
+    boundary_tolerance_s: float
     jpeg_quality: int = 95
 
 
@@ -54,8 +54,7 @@ def prepare_video(video: Video, raw_root: Path, out_root: Path, cfg: PrepareConf
     if not video.video_path:
         raise ValueError(f"video {video.id!r} has no video_path in its annotation")
     frames, info = read_frames(raw_root / video.video_path)
-    cuts = detect_shots(frames, info.fps, cfg.shot_threshold, max(1, round(cfg.min_shot_s * info.fps)))
-    spans = merge_shots(shots_from_cuts(cuts, info.n_frames, info.fps), cfg.min_shot_s)
+    spans = cut_clips(frames, info.fps, cfg.shot_threshold, cfg.min_shot_s)
     detected = [s for s, _ in spans[1:]]
     true_cuts = [c.start for c in video.clips[1:]]
     score = boundary_f1(detected, true_cuts, cfg.boundary_tolerance_s)

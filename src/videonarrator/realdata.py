@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .schema import Video
+from .schema import Video, split_by_rank
 
 # E-SyncVidStory as described by the paper (DESIGN §2: 6,032 videos, 41,292 clips; windows are the
 # reference length ±3 characters at about 6 characters per second of video).
@@ -57,14 +57,7 @@ def split_by_video(videos: list[Video], val_fraction: float, test_fraction: floa
         raise ValueError(f"a train/val/test split needs at least 3 videos, got {len(videos)}")
     ordered = sorted(videos, key=lambda v: v.id)
     order = np.random.default_rng(seed).permutation(len(ordered))
-    n_test = max(1, round(test_fraction * len(ordered)))
-    n_val = max(1, round(val_fraction * len(ordered)))
-    if n_test + n_val >= len(ordered):
-        raise ValueError(f"val_fraction {val_fraction} and test_fraction {test_fraction} leave no training "
-                         f"video out of {len(ordered)}")
-    split = {}
-    for rank, i in enumerate(order):
-        split[ordered[i].id] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    split = {ordered[i].id: name for i, name in split_by_rank(order, val_fraction, test_fraction).items()}
     return [replace(v, split=split[v.id]) for v in videos]
 
 

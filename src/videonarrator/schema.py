@@ -28,6 +28,17 @@ SPLITS = ("train", "val", "test")
 WORD_RE = re.compile(r"[A-Za-z0-9]+(?:['’\-][A-Za-z0-9]+)*")
 
 
+# A clip's allowed narration length without a reference: about 2.5 English words or 6 Chinese
+# characters per second of video, +-3 units (E-SyncVidStory's rule).
+UNITS_PER_SECOND = {"en": 2.5, "zh": 6.0}
+WINDOW_SLACK = 3
+
+
+def window_around(n: int) -> tuple[int, int]:
+    """The word window around a target length of ``n`` units."""
+    return max(1, n - WINDOW_SLACK), n + WINDOW_SLACK
+
+
 def text_length(text: str, language: str) -> int:
     """Length of a narration in the dataset's unit.
 
@@ -189,3 +200,17 @@ def load_dataset(path: str | Path) -> tuple[list[Video], dict[str, Any]]:
 
 def split_videos(videos: list[Video], split: str) -> list[Video]:
     return [v for v in videos if v.split == split]
+
+
+def split_by_rank(order, val_fraction: float, test_fraction: float) -> dict[int, str]:
+    """Split by video: item index -> "train" / "val" / "test" for the indices in ``order`` (a seeded
+    permutation).  The first ``test_fraction`` of the order is test, the next ``val_fraction`` val, the
+    rest train; val and test get at least one video each.  The one rule the synthetic generator and
+    the official data share."""
+    n = len(order)
+    n_test, n_val = max(1, round(test_fraction * n)), max(1, round(val_fraction * n))
+    if n_test + n_val >= n:
+        raise ValueError(f"val_fraction {val_fraction} and test_fraction {test_fraction} leave no training "
+                         f"video out of {n}")
+    return {int(i): "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+            for rank, i in enumerate(order)}

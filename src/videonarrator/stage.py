@@ -11,6 +11,8 @@ written one by one, atomically), and the exit status is non-zero.
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import os
 import shutil
 import sys
@@ -26,8 +28,7 @@ from .params import ParamsError, load_params
 STAGES: dict[str, str] = {
     "prepare": "01_prepare_data",
     "features": "02_features",
-    "train": "03_train",
-    "train_baseline": "03_train",
+    "train": "03_train",             # a foreach stage: train@<system> for each of systems.trained
     "evaluate": "04_evaluate",
     "visualize": "05_visualize",
     "esyncvidstory_prepare": "06_esyncvidstory_data",
@@ -61,8 +62,10 @@ def stage_spec(stage: str, root: Path, system: str | None = None) -> dict:
 
 
 def stage_sections(stage: str, root: Path) -> list[str]:
-    """The params.yaml sections a stage declares in dvc.yaml (its notebook gets exactly these)."""
-    return [p if isinstance(p, str) else next(iter(p)) for p in stage_spec(stage, root).get("params", [])]
+    """The params.yaml sections a stage declares in dvc.yaml, by section or by key (its notebook
+    gets exactly these sections, whole)."""
+    entries = [p if isinstance(p, str) else next(iter(p)) for p in stage_spec(stage, root).get("params", [])]
+    return list(dict.fromkeys(e.split(".")[0] for e in entries))
 
 
 def stage_outputs(stage: str, root: Path, system: str | None = None, persistent: bool = True) -> list[Path]:
@@ -79,6 +82,58 @@ def stage_outputs(stage: str, root: Path, system: str | None = None, persistent:
             if persistent or not (opts or {}).get("persist"):
                 paths.append(root / name)
     return paths
+
+
+def _module_file(src: Path, module: str) -> Path | None:
+    base = src.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imports(tree: ast.AST, module: str, is_package: bool) -> set[str]:
+    """The videonarrator modules one parsed file imports (every import statement, also inside
+    functions: a lazy import runs too when its function does)."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[: len(parts) - (node.level - 1)]
+                base = ".".join(parts + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
+    return {m for m in found if m.split(".")[0] == "videonarrator"}
+
+
+def imported_files(root: Path, modules: list[str] = (), notebook: Path | None = None) -> list[Path]:
+    """The package's source files that ``modules`` and the code cells of ``notebook`` import,
+    directly or through each other (package ``__init__`` files included): what a DVC stage running
+    them must depend on.  Static: parsed, never imported."""
+    src = root / "src"
+    todo = set(modules)
+    if notebook is not None:
+        for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] == "code":   # IPython magics and shell lines are not Python
+                lines = [l for l in "".join(cell["source"]).splitlines() if not l.lstrip().startswith(("%", "!"))]
+                todo |= _imports(ast.parse("\n".join(lines)), "", True)
+    seen: dict[str, Path] = {}
+    while todo:
+        module = todo.pop()
+        parts = module.split(".")
+        for k in range(1, len(parts) + 1):          # a module runs its packages' __init__ first
+            name = ".".join(parts[:k])
+            path = _module_file(src, name)
+            if path is None or name in seen:
+                continue
+            seen[name] = path
+            todo |= _imports(ast.parse(path.read_text(encoding="utf-8")), name, path.name == "__init__.py")
+    return sorted(seen.values())
 
 
 def remove_outputs(paths: list[Path]) -> None:

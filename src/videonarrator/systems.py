@@ -1,14 +1,10 @@
 """The systems the evaluation compares, and how each differs from the full model.
 
 Every trained system is VideoNarrator with one switch changed, trained by the
-same code on the same data for the same number of steps.
+same code on the same data for the same number of steps.  Their configs are
+built by :class:`videonarrator.config.Settings`.
 """
 from __future__ import annotations
-
-from dataclasses import replace
-
-from .llm import LoraSettings
-from .model import VideoNarratorConfig
 
 NO_COMPRESSION_TAU = 2.0  # cosine similarity never reaches 2: every frame is kept
 
@@ -22,21 +18,28 @@ SYSTEMS: dict[str, tuple[str, dict, float | None]] = {
 }
 
 
-def system_config(name: str, base: VideoNarratorConfig, tau: float) -> tuple[VideoNarratorConfig, float]:
-    """The model config and compression threshold of system ``name``."""
+def _system(name: str) -> tuple[str, dict, float | None]:
     if name not in SYSTEMS:
         raise ValueError(f"unknown system {name!r}; systems: {', '.join(SYSTEMS)}")
-    _, changes, tau_override = SYSTEMS[name]
-    return replace(base, **changes), (tau if tau_override is None else tau_override)
+    return SYSTEMS[name]
 
 
-def settings_from_params(model: dict) -> tuple[VideoNarratorConfig, LoraSettings, float]:
-    """The ``model`` section of params.yaml -> (model config, LoRA settings, tau)."""
-    cfg = VideoNarratorConfig(num_query_tokens=model["num_query_tokens"], qformer_hidden=model["qformer_hidden"],
-                              qformer_layers=model["qformer_layers"], qformer_heads=model["qformer_heads"],
-                              patch_pos_embed=model["patch_pos_embed"], memory_frames=model["memory_frames"],
-                              story_clips=model["story_clips"])
-    targets = model["lora_targets"]
-    lora = LoraSettings(r=model["lora_r"], alpha=model["lora_alpha"], dropout=model["lora_dropout"],
-                        target_modules=targets if isinstance(targets, str) else list(targets))
-    return cfg, lora, model["tau"]
+def describe(name: str) -> str:
+    """What ``name`` changes relative to the full model."""
+    return _system(name)[0]
+
+
+def system_changes(name: str) -> dict:
+    """The VideoNarratorConfig fields ``name`` sets differently from the full model."""
+    return dict(_system(name)[1])
+
+
+def system_tau(name: str, tau: float) -> float:
+    """The compression threshold ``name`` uses, given params' ``model.tau``."""
+    override = _system(name)[2]
+    return tau if override is None else override
+
+
+def sees_video(name: str) -> bool:
+    """Whether ``name`` reads frame features at all."""
+    return system_changes(name).get("use_video", True)

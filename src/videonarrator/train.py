@@ -20,7 +20,7 @@ import hashlib
 import math
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,21 +34,22 @@ CHECKPOINT = "checkpoint.pt"
 
 @dataclass
 class TrainConfig:
-    steps: int = 120                 # optimizer steps
-    batch_size: int = 8              # clips per optimizer step, over all processes and accumulation
-    grad_accum: int = 1              # micro-batches per step (per process)
-    lr_lora: float = 1e-3
-    lr_visual: float = 3e-3
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 40       # 0: no checkpoints
-    eval_every: int = 40             # validation loss every n steps (and at the end)
-    eval_clips: int = 32
-    length_grouping: bool = True     # batch clips of similar length together (less padding)
-    precision: str = "auto"          # auto | fp32 | bf16 | fp16 (fp16 on GPUs only)
-    modes: list[str] = field(default_factory=lambda: ["given", "generated"])
+    """Built from params' ``train`` section (and ``common.seed``) by :class:`config.Settings`."""
+    steps: int                       # optimizer steps
+    batch_size: int                  # clips per optimizer step, over all processes and accumulation
+    grad_accum: int                  # micro-batches per step (per process)
+    lr_lora: float
+    lr_visual: float
+    warmup_steps: int
+    weight_decay: float
+    max_grad_norm: float
+    seed: int
+    checkpoint_every: int            # 0: no checkpoints
+    eval_every: int                  # validation loss every n steps (and at the end)
+    eval_clips: int
+    length_grouping: bool            # batch clips of similar length together (less padding)
+    precision: str                   # auto | fp32 | bf16 | fp16 (fp16 on GPUs only)
+    modes: list[str]
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -315,42 +316,49 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
                     **overrides) -> dict:
     """Train ``system`` on the train split of ``videos`` (val split for the validation loss); save it
     to ``out_dir``.  ``overrides`` replace keys of the train section (e.g. ``steps``)."""
+    from .config import Settings
     from .dataset import training_samples
-    from .params import config_from
+    from .features import stored_shape
     from .schema import split_videos
-    from .systems import settings_from_params, system_config
+    from .systems import sees_video as system_sees_video
 
     root = Path(root)
-    base_cfg, lora, tau = settings_from_params(params["model"])
-    model_cfg, tau = system_config(system, base_cfg, tau)
-    if model_cfg.use_video and features_dir is None:
+    settings = Settings(params)
+    train_videos = split_videos(videos, "train")
+    sees_video = system_sees_video(system)
+    if not train_videos:
+        raise ValueError("the dataset has no videos in the train split; prepare it again with a larger "
+                         "prepare.n_videos or a smaller val/test fraction")
+    if sees_video and features_dir is None:
         raise ValueError(f"system {system!r} needs frame features, and these videos have none; "
                          f"train text_only instead")
-    torch.manual_seed(params["common"]["seed"])  # the fresh LoRA and visual weights are seeded too
-    narrator = VideoNarrator.from_llm(model_cfg, root / params["llm"]["path"], lora,
-                                      trust_remote_code=params["llm"]["trust_remote_code"],
-                                      attn_implementation=params["llm"]["attn_implementation"])
+    # the tower's patch count and width come from the features (recorded in the saved config)
+    shape = stored_shape(features_dir, train_videos[0]) if sees_video else None
+    model_cfg, tau = settings.model(system, vision_shape=shape), settings.tau(system)
+    torch.manual_seed(settings.seed)  # the fresh LoRA and visual weights are seeded too
+    narrator = VideoNarrator.from_llm(model_cfg, root / params["llm"]["path"], settings.lora(),
+                                      **settings.llm_kwargs())
     if narrator.visual is not None and params["model"]["qformer_weights"]:
         narrator.visual.load_qformer(root / params["model"]["qformer_weights"])  # BLIP-2 start (paper)
-    features_dir = features_dir if model_cfg.use_video else None
-    seed, modes = params["common"]["seed"], params["train"]["modes"]
+    features_dir = features_dir if sees_video else None
+    seed, modes = settings.seed, params["train"]["modes"]
     buckets = model_cfg.num_position_buckets
     story = model_cfg.story_clips
-    train_samples = training_samples(narrator.tokenizer, split_videos(videos, "train"), features_dir, tau,
+    train_samples = training_samples(narrator.tokenizer, train_videos, features_dir, tau,
                                      modes, seed, buckets, story)
     val_samples = training_samples(narrator.tokenizer, split_videos(videos, "val"), features_dir, tau,
                                    modes, seed + 1, buckets, story)
-    cfg = config_from(TrainConfig, params["train"], seed=seed, **overrides)
+    cfg = settings.train(**overrides)
     return train(narrator, train_samples, val_samples, cfg, out_dir, progress, stop_after)
 
 
 def write_train_report(result: dict, system: str, reports_dir: str | Path = "reports") -> Path:
-    """reports/train.json for the full model, reports/train_<system>.json for the others,
-    plus the loss CSVs that DVC plots."""
+    """reports/train_<system>.json, plus the loss CSVs that DVC plots (one naming rule for every
+    system, so one DVC ``foreach`` stage trains them all)."""
     from .io import write_json
 
     reports_dir = Path(reports_dir)
-    stem = "train" if system == "videonarrator" else f"train_{system}"
+    stem = f"train_{system}"
     write_loss_csv(result["log"], reports_dir / f"{stem}_loss.csv")
     write_loss_csv(result["log"], reports_dir / f"{stem}_val_loss.csv", key="val_loss")
     path = reports_dir / f"{stem}.json"
@@ -393,7 +401,7 @@ if __name__ == "__main__":
 def read_loss_log(reports_dir: str | Path, system: str) -> list[dict]:
     """The per-step log of a finished run back from its loss CSVs (train and validation)."""
     reports_dir = Path(reports_dir)
-    stem = "train" if system == "videonarrator" else f"train_{system}"
+    stem = f"train_{system}"
     rows: dict[int, dict] = {}
     for key, path in (("loss", reports_dir / f"{stem}_loss.csv"), ("val_loss", reports_dir / f"{stem}_val_loss.csv")):
         if path.exists():

@@ -90,6 +90,14 @@ def detect_shots(frames: np.ndarray, fps: float, threshold: float = 27.0,
     return sorted(set(cuts))
 
 
+def cut_clips(frames: np.ndarray, fps: float, shot_threshold: float, min_shot_s: float) -> list[tuple[float, float]]:
+    """(start, end) seconds of a video's clips: detected shots, none shorter than ``min_shot_s``
+    (params' ``prepare.shot_threshold`` and ``prepare.min_shot_s``).  The one way the pipeline
+    and ``videonarrator-narrate`` cut a video."""
+    cuts = detect_shots(frames, fps, shot_threshold, max(1, round(min_shot_s * fps)))
+    return merge_shots(shots_from_cuts(cuts, len(frames), fps), min_shot_s)
+
+
 def shots_from_cuts(cuts: list[int], n_frames: int, fps: float) -> list[tuple[float, float]]:
     """(start, end) seconds of each shot given the frame indices where shots start."""
     edges = [0, *[c for c in cuts if 0 < c < n_frames], n_frames]

@@ -1,4 +1,4 @@
-"""An ipywidgets explorer of clip narrations (DESIGN §5: "people exploring clip narrations with widgets").
+"""An ipywidgets explorer of clip narrations, for people exploring them clip by clip.
 
 Pick a video, step through its clips and see, per clip: the 1-fps frames (those
 that frame compression drops at the current tau are dimmed and captioned), the
@@ -32,6 +32,7 @@ import ipywidgets as widgets
 import torch
 
 from .compression import compress_frames
+from .config import Settings
 from .features import load_video_features
 from .generate import ClipOutput, GenerationConfig
 from .io import read_json
@@ -51,7 +52,7 @@ FRAME_WIDTH = "96px"
 TAU_MIN, TAU_MAX = 0.5, 1.0
 CODE_RE = re.compile(r"`([^`]+)`")
 
-Narrations = dict[str, dict[str, dict[str, list[dict[str, Any]]]]]   # system -> mode -> video id -> clips
+StoredNarrations = dict[str, dict[str, dict[str, list[dict[str, Any]]]]]  # narrations.json: system, mode, video, clips
 
 
 # -- small pure helpers (tested directly) ----------------------------------------------------
@@ -65,7 +66,7 @@ def ordered_videos(videos: list[Video]) -> list[Video]:
     return sorted(videos, key=lambda v: SPLIT_ORDER.get(v.split, len(SPLIT_ORDER)))
 
 
-def read_narrations(path: Path) -> Narrations:
+def read_narrations(path: Path) -> StoredNarrations:
     """``reports/narrations.json``: {system: {"given"|"generated": {video id: [clip dict]}}}."""
     doc = read_json(path, fix="no system narrations to show (references only); make it with `dvc repro evaluate`")
     if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
@@ -157,17 +158,22 @@ class NarrationExplorer:
     """
 
     def __init__(self, videos: list[Video], frames_root: str | Path, features_dir: str | Path,
-                 narrations: Narrations | None = None, metrics: dict[str, dict[str, float]] | None = None,
-                 model_dir: str | Path = MODEL, llm_path: str | Path = "models/base_llm", tau: float = 0.9,
-                 gen: GenerationConfig = GenerationConfig(), trust_remote_code: bool = False,
+                 narrations: StoredNarrations | None = None, metrics: dict[str, dict[str, float]] | None = None,
+                 model_dir: str | Path = MODEL, settings: Settings | None = None,
+                 llm_path: str | Path | None = None, tau: float | None = None,
                  notes: dict[str, str] | None = None):
+        # settings (params.yaml) give the LLM, decoding and tau; without them live narration is off
+        # and the slider starts at TAU_MAX (every frame kept)
         self.videos = ordered_videos(videos)
         self._by_id = {v.id: v for v in self.videos}
         self.frames_root, self.features_dir = Path(frames_root), Path(features_dir)
         self.narrations = narrations or {}
         self.metrics = metrics
-        self.model_dir, self.llm_path = Path(model_dir), llm_path
-        self.gen, self.trust_remote_code = gen, trust_remote_code
+        self.model_dir, self.settings = Path(model_dir), settings
+        self.llm_path = llm_path if llm_path is not None else (settings["llm"]["path"] if settings else None)
+        self.gen = settings.generation() if settings else None
+        if tau is None:
+            tau = settings.tau() if settings else TAU_MAX
         self._notes: dict[str, str] = dict(notes or {})   # topic -> warning (HTML-safe)
         # caches: nothing expensive is recomputed on a redraw
         self._image_cache: dict[tuple[Path, bool], tuple[bytes, str]] = {}
@@ -192,33 +198,25 @@ class NarrationExplorer:
     # -- construction ----------------------------------------------------------------------
 
     @classmethod
-    def from_project(cls, root: str | Path = ".", llm_path: str | Path | None = None, tau: float | None = None,
-                     gen: GenerationConfig | None = None) -> "NarrationExplorer":
+    def from_project(cls, root: str | Path = ".", llm_path: str | Path | None = None,
+                     tau: float | None = None) -> "NarrationExplorer":
         """The explorer on a project folder laid out as the DVC pipeline writes it.
 
-        ``params.yaml`` (when present) gives the LLM path, tau and decoding settings;
-        the arguments override it.  Missing outputs become warnings in the UI.
+        ``params.yaml`` gives the LLM path, tau and decoding settings; the
+        arguments override it.  Missing outputs and an invalid params.yaml (which
+        turns live narration off) become warnings in the UI.
         """
-        from .params import load_params
-
         root = Path(root)
         notes: dict[str, str] = {}
-        params: dict[str, Any] = {}
-        if (root / "params.yaml").is_file():
+        settings = None
+        if (root / "params.yaml").is_file():   # without one, live narration says why when asked
             try:
-                params = load_params(root / "params.yaml")
+                settings = Settings.load(root / "params.yaml")
             except ValueError as err:
-                notes["params"] = html.escape(f"{err}; using default settings")
-        ev = params.get("evaluate", {})
-        if gen is None:
-            gen = GenerationConfig(temperature=ev.get("temperature", 0.1),
-                                   repetition_penalty=ev.get("repetition_penalty", 1.1),
-                                   max_new_tokens=ev.get("max_new_tokens", 100),
-                                   seed=params.get("common", {}).get("seed", 0))
-        if llm_path is None:             # params.yaml paths are relative to the project root
-            llm = Path(params.get("llm", {}).get("path", "models/base_llm"))
+                notes["params"] = html.escape(f"{err}; live narration is off until params.yaml is valid")
+        if llm_path is None and settings is not None:   # params.yaml paths are relative to the project root
+            llm = Path(settings["llm"]["path"])
             llm_path = llm if llm.is_absolute() else root / llm
-        tau = tau if tau is not None else params.get("model", {}).get("tau", 0.9)
         try:
             videos, _ = load_dataset(root / DATASET)
         except (FileNotFoundError, ValueError) as err:
@@ -234,8 +232,8 @@ class NarrationExplorer:
         except (FileNotFoundError, ValueError):
             metrics = None                       # the summary says so; narrations.json's note covers the cause
         return cls(videos, (root / DATASET).parent, root / FEATURES, narrations, metrics,
-                   model_dir=root / MODEL, llm_path=llm_path, tau=min(max(tau, TAU_MIN), TAU_MAX), gen=gen,
-                   trust_remote_code=params.get("llm", {}).get("trust_remote_code", False), notes=notes)
+                   model_dir=root / MODEL, settings=settings, llm_path=llm_path,
+                   tau=None if tau is None else min(max(tau, TAU_MIN), TAU_MAX), notes=notes)
 
     def _build_widgets(self, tau: float) -> None:
         W = widgets
@@ -569,12 +567,14 @@ class NarrationExplorer:
             if not (self.model_dir / "config.json").is_file():
                 raise FileNotFoundError(f"no trained model at {self.model_dir} (config.json missing); "
                                         f"train it with `dvc repro train`")
+            if self.settings is None:
+                raise FileNotFoundError("no valid params.yaml: live narration needs its llm and evaluate settings")
             if not Path(self.llm_path).is_dir():
                 raise FileNotFoundError(f"base LLM folder {self.llm_path} does not exist (params.yaml llm.path); "
                                         f"make it with `dvc repro base_llm`")
             self.progress_label.value = "loading the trained model…"
             self._model = VideoNarrator.from_pretrained(self.model_dir, self.llm_path,
-                                                        trust_remote_code=self.trust_remote_code)
+                                                        trust_remote_code=self.settings["llm"]["trust_remote_code"])
         return self._model
 
     def regenerate(self) -> LiveResult | None:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..io import atomic_path
 from ..labels import LABELS
-from ..schema import Clip, Product, Video, save_dataset, text_length
+from ..schema import UNITS_PER_SECOND, Clip, Product, Video, save_dataset, split_by_rank, text_length, window_around
 
 # -- what can be seen ----------------------------------------------------------
 
@@ -143,8 +143,7 @@ EXTENSIONS: dict[str, str] = {
 }
 FILLERS = ("Truly.", "Worth it.", "Try it today.", "You will love it.", "Really.", "So good.")
 
-WORDS_PER_SECOND = 2.5   # DESIGN §1: about 2.5 English words per second of video
-WINDOW_SLACK = 3         # the window is the reference length ±3 words
+WORDS_PER_SECOND = UNITS_PER_SECOND["en"]
 
 
 @dataclass
@@ -233,7 +232,7 @@ def make_video_record(rng: np.random.Generator, index: int, cfg: SyntheticConfig
         n = text_length(text, "en")
         clips.append(Clip(
             index=i, start=float(t), end=float(t + seconds),
-            window=(max(1, n - WINDOW_SLACK), n + WINDOW_SLACK), labels=[label], narration=text,
+            window=window_around(n), labels=[label], narration=text,
             truth={"colour": visible["colour"], "shape": visible["shape"], "action": action,
                    "stated": stated, "knowledge_used": used,
                    "motion": float(rng.choice([0.0, 0.0, 2.0, 5.0]))}))
@@ -244,11 +243,8 @@ def make_video_record(rng: np.random.Generator, index: int, cfg: SyntheticConfig
 
 def assign_splits(videos: list[Video], cfg: SyntheticConfig, rng: np.random.Generator) -> None:
     """Split by video (never by clip), at least one video each for val and test."""
-    order = rng.permutation(len(videos))
-    n_test = max(1, round(cfg.test_fraction * len(videos)))
-    n_val = max(1, round(cfg.val_fraction * len(videos)))
-    for rank, i in enumerate(order):
-        videos[i].split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    for i, split in split_by_rank(rng.permutation(len(videos)), cfg.val_fraction, cfg.test_fraction).items():
+        videos[i].split = split
 
 
 # -- pixels ------------------------------------------------------------------------
