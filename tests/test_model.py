@@ -6,8 +6,7 @@ import torch.nn.functional as F
 
 from videonarrator.llm import LoraSettings, make_tiny_llm
 from videonarrator.model import (PAPER_PROFILE, ClipBatch, VideoNarrator, VideoNarratorConfig, VisualEncoder,
-                                 clip_bucket, collate, encode_sample, pad_embeds, position_bucket,
-                                 target_positions)
+                                 clip_bucket, collate, encode_sample, pack_layout, pad_embeds, position_bucket)
 from videonarrator.prompt import build_clip_prompt
 from videonarrator.schema import Clip, Product, Video
 
@@ -82,16 +81,12 @@ def test_paper_profile_builds_on_meta_device():
     assert cfg.num_patches == 256 and cfg.memory_frames == 1   # ViT-L/14 @224: 16x16 patch tokens, CLS excluded
 
 
-def test_pad_and_target_positions():
+def test_pad_embeds():
     a, b = torch.ones(3, 2), 2 * torch.ones(1, 2)
     x, m = pad_embeds([a, b], side="left")
     assert m.tolist() == [[1, 1, 1], [0, 0, 1]] and x[1, 2].tolist() == [2, 2] and x[1, 0].tolist() == [0, 0]
     x, m = pad_embeds([a, b], side="right")
     assert m.tolist() == [[1, 1, 1], [1, 0, 0]]
-    rows, cols = target_positions([6, 4], [2, 3])
-    assert rows.tolist() == [0, 0, 1, 1, 1] and cols.tolist() == [3, 4, 0, 1, 2]
-    with pytest.raises(ValueError, match="non-empty prompt"):
-        target_positions([3], [3])
 
 
 def test_collate_rejects_mismatched_frames(llm_dir):
