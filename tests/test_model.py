@@ -212,6 +212,62 @@ def test_loss_is_cross_entropy_on_targets_only(llm_dir):
         torch.testing.assert_close(model(single), hand_loss(model, single), rtol=1e-5, atol=1e-5)
 
 
+def second_video() -> Video:
+    narr = ["Tired of frizz?", "This oil smooths it.", "Shine all day.", "Order now."]
+    clips = [Clip(index=i, start=2.0 * i, end=2.0 * (i + 1), window=(2, 8), labels=["product_efficacy"],
+                  narration=n) for i, n in enumerate(narr)]
+    return Video(id="v2", product=Product("Argan Oil", {"efficacy": ["smooths hair", "adds shine"]}), clips=clips)
+
+
+def packed_batch(model, mode, story_clips) -> ClipBatch:
+    """All clips of two videos plus a clip of no known video (packed alone), memory tokens from clip 2 on."""
+    samples = []
+    for k, v in enumerate([make_video(), second_video()]):
+        clip_frames = [frames(1 + (i + k) % 3, 20 + 10 * k + i) for i in range(len(v.clips))]
+        samples += [encode_sample(model.tokenizer, build_clip_prompt(v, i, mode=mode, story_clips=story_clips),
+                                  clip_frames[i], torch.cat(clip_frames[:i]) if i else None, clip_bucket(v, i),
+                                  video=v.id) for i in range(len(v.clips))]
+    alone = make_video()
+    samples.append(encode_sample(model.tokenizer, build_clip_prompt(alone, 1, mode=mode), frames(2, 50),
+                                 frames(1, 51), clip_bucket(alone, 1)))
+    return collate(samples)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("mode,story_clips", [("given", None), ("generated", None), ("given", 1)])
+def test_packed_loss_and_gradients_equal_the_per_clip_ones(llm_dir, attn, mode, story_clips):
+    torch.manual_seed(0)
+    model = VideoNarrator.from_llm(replace(CFG, memory_frames=2), llm_dir, lora=LORA, attn_implementation=attn)
+    with torch.no_grad():   # LoRA B starts at zero, which would zero A's gradient: start from a non-trivial point
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.1)
+    model.eval()            # no Q-Former dropout: both paths must see the same visual tokens (gradients still flow)
+    batch = packed_batch(model, mode, story_clips)
+    visual = [len(v) for v in model.visual([s.clip_patches for s in batch.samples],
+                                           [s.earlier_patches for s in batch.samples],
+                                           [s.bucket for s in batch.samples])]
+    assert visual[1] == Q * (len(batch.samples[1].clip_patches) + 1)       # memory tokens are in the branch
+    packed, alone = pack_layout(batch.samples, visual), pack_layout(batch.samples, visual, share_prefix=False)
+    per_clip = sum(len(s.prefix_ids) + len(s.suffix_ids) + len(s.target_ids) for s in batch.samples) + sum(visual)
+    assert alone.used == per_clip and packed.used < 0.8 * per_clip           # shared prefixes are computed once
+    assert packed.rows == 2 and packed.positions > packed.used               # two packs share a row, one is padded
+
+    def loss_and_grads(fn):
+        model.zero_grad(set_to_none=True)
+        loss = fn(model, batch)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.trainable_parameters().items()}
+
+    want, want_grads = loss_and_grads(hand_loss)                             # every clip alone, no padding
+    for share in (True, False):
+        got, got_grads = loss_and_grads(lambda m, b: m(b, share_prefix=share))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        assert want_grads.keys() == got_grads.keys() and any(g.abs().sum() > 0 for g in want_grads.values())
+        for n, g in want_grads.items():
+            torch.testing.assert_close(got_grads[n], g, rtol=1e-4, atol=1e-6, msg=lambda m: f"{n}: {m}")
+
+
 def test_gradients_reach_trainable_parts_only(llm_dir):
     model = build(llm_dir).train()
     with torch.no_grad():   # LoRA B starts at zero, which would zero A's gradient: start from a non-trivial point
