@@ -55,9 +55,10 @@ QUICK_VIDEOS = 16      # --quick: the first videos only
 
 def setup(args) -> dict:
     """Frames, features, LLM folder, tokenizer, training samples and settings (cached in args.work)."""
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from videonarrator.dataset import training_samples
+    from videonarrator.model import attention_cost
     from videonarrator.params import config_from
     from videonarrator.schema import split_videos
     from videonarrator.systems import settings_from_params
@@ -80,7 +81,8 @@ def setup(args) -> dict:
     lengths = [sample_length(s, model_cfg) for s in samples]
     groups = video_groups(samples)
     return {"params": params, "llm": llm, "samples": samples, "lengths": lengths, "cfg": cfg,
-            "model_cfg": model_cfg, "lora": lora, "groups": groups, "plan": batch_plan(lengths, cfg, groups)}
+            "model_cfg": model_cfg, "lora": lora, "groups": groups, "plan": batch_plan(lengths, cfg, groups),
+            "cost": attention_cost(AutoConfig.from_pretrained(llm))}
 
 
 def positions(env: dict, figs) -> None:
@@ -98,7 +100,7 @@ def positions(env: dict, figs) -> None:
         packed = layout == "packed"
         for grouped in (True, False):
             plan = batch_plan(lengths, replace(cfg, length_grouping=grouped), env["groups"] if packed else None)
-            out[layout, grouped] = plan_positions(plan, samples, env["model_cfg"], share_prefix=packed)
+            out[layout, grouped] = plan_positions(plan, samples, env["model_cfg"], env["cost"], share_prefix=packed)
             r = out[layout, grouped]
             print(f"  {layout:9} {str(grouped).lower():>15} {r['positions_per_clip']:14.1f} "
                   f"{100 * r['padding_share']:6.1f} %")
@@ -159,7 +161,7 @@ def run_config(env: dict, name: str, args) -> dict:
             walls.append(time.perf_counter() - w)
             cpus.append(time.process_time() - c)
             clips += len(idx)
-    timed = plan_positions(plan[args.warmup:], samples, env["model_cfg"], share_prefix=share)
+    timed = plan_positions(plan[args.warmup:], samples, env["model_cfg"], env["cost"], share_prefix=share)
     out = {"config": name, "layout": layout, "precision": precision, "attn": attn, "load_s": load_s,
            "losses": losses, "positions_per_clip": timed["positions_per_clip"],
            "step_wall_s": walls, "step_cpu_s": cpus, "clips": clips,

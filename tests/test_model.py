@@ -234,8 +234,12 @@ def packed_batch(model, mode, story_clips) -> ClipBatch:
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-@pytest.mark.parametrize("mode,story_clips", [("given", None), ("generated", None), ("given", 1)])
-def test_packed_loss_and_gradients_equal_the_per_clip_ones(llm_dir, attn, mode, story_clips):
+@pytest.mark.parametrize("mode,story_clips,row_cost", [("given", None, 0.0), ("generated", None, 1.0),
+                                                       ("given", 1, 1.0)])
+def test_packed_loss_and_gradients_equal_the_per_clip_ones(llm_dir, attn, mode, story_clips, row_cost,
+                                                           monkeypatch):
+    # row_cost 0: every pack in one row; 1: a row per pack, right-padded to the longest
+    monkeypatch.setattr("videonarrator.model.attention_cost", lambda config: row_cost)
     torch.manual_seed(0)
     model = VideoNarrator.from_llm(replace(CFG, memory_frames=2), llm_dir, lora=LORA, attn_implementation=attn)
     with torch.no_grad():   # LoRA B starts at zero, which would zero A's gradient: start from a non-trivial point
@@ -248,10 +252,14 @@ def test_packed_loss_and_gradients_equal_the_per_clip_ones(llm_dir, attn, mode, 
                                            [s.earlier_patches for s in batch.samples],
                                            [s.bucket for s in batch.samples])]
     assert visual[1] == Q * (len(batch.samples[1].clip_patches) + 1)       # memory tokens are in the branch
-    packed, alone = pack_layout(batch.samples, visual), pack_layout(batch.samples, visual, share_prefix=False)
+    packed = pack_layout(batch.samples, visual, attention_cost=row_cost)
+    alone = pack_layout(batch.samples, visual, share_prefix=False, attention_cost=row_cost)
     per_clip = sum(len(s.prefix_ids) + len(s.suffix_ids) + len(s.target_ids) for s in batch.samples) + sum(visual)
     assert alone.used == per_clip and packed.used < 0.8 * per_clip           # shared prefixes are computed once
-    assert packed.rows == 2 and packed.positions > packed.used               # two packs share a row, one is padded
+    if row_cost:
+        assert packed.rows == 2 and packed.positions > packed.used   # two packs share a row, one row is padded
+    else:
+        assert packed.rows == alone.rows == 1 and packed.positions == packed.used
 
     def loss_and_grads(fn):
         model.zero_grad(set_to_none=True)

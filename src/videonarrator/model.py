@@ -353,10 +353,44 @@ class PackedLayout:
         return ok
 
 
-def pack_layout(samples: list[ClipSample], visual_lengths: list[int], share_prefix: bool = True) -> PackedLayout:
+def attention_cost(config) -> float:
+    """Rough cost of one query-key pair of attention (scores and weighted values) relative to one
+    token's projections, from a Llama-style config; it only steers how packs are put into rows."""
+    d = config.hidden_size
+    kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head = getattr(config, "head_dim", None) or d // config.num_attention_heads
+    per_token = d * (2 * d + 2 * kv * head) + 3 * d * getattr(config, "intermediate_size", 4 * d)
+    return 2 * d / per_token
+
+
+def _rows(tries: list, attention_cost: float) -> list[list]:
+    """Packs into rows: first fit, longest first, for a few row capacities (from the longest pack
+    to one row for all); keeps the cheapest, R*T*(1 + attention_cost*T).  More rows mean padding,
+    one long row means attention over many keys a query may not see."""
+    sizes = [t[3] for t in tries]
+    best, best_cost = None, math.inf
+    for k in range(1, len(tries) + 1):
+        capacity = max(max(sizes), math.ceil(sum(sizes) / k))
+        rows: list[list] = []
+        for trie in sorted(tries, key=lambda t: -t[3]):               # stable: ties keep batch order
+            row = next((r for r in rows if sum(t[3] for t in r) + trie[3] <= capacity), None)
+            if row is None:
+                rows.append([trie])
+            else:
+                row.append(trie)
+        T = max(sum(t[3] for t in r) for r in rows)
+        cost = len(rows) * T * (1 + attention_cost * T)
+        if cost < best_cost:
+            best, best_cost = rows, cost
+    return best
+
+
+def pack_layout(samples: list[ClipSample], visual_lengths: list[int], share_prefix: bool = True,
+                attention_cost: float = 0.0) -> PackedLayout:
     """The packed layout of ``samples`` whose visual parts have ``visual_lengths`` tokens.
 
     ``share_prefix`` False puts every clip in a pack of its own (the per-clip layout, for comparison).
+    ``attention_cost``: see :func:`attention_cost` (0: fewest positions, i.e. one row).
     Built from lengths and token ids only (never from the pad id).
     """
     packs: dict[object, list[int]] = {}
@@ -384,15 +418,8 @@ def pack_layout(samples: list[ClipSample], visual_lengths: list[int], share_pref
                 parent = node
             paths[b] = path
         tries.append((members, tokens, paths, len(tokens) + sum(branch_len[b] for b in members)))
-    # First-fit decreasing bins; ties keep batch order, so the layout is deterministic.
-    capacity = max(t[3] for t in tries)
-    rows: list[list] = []
-    for trie in sorted(tries, key=lambda t: -t[3]):
-        row = next((r for r in rows if sum(t[3] for t in r) + trie[3] <= capacity), None)
-        if row is None:
-            rows.append([trie])
-        else:
-            row.append(trie)
+    rows = _rows(tries, attention_cost)
+    length = max(sum(t[3] for t in row) for row in rows)
     clip_row, index, start = [0] * len(samples), [None] * len(samples), [0] * len(samples)
     node_ids, node_row, node_col = [], [], []
     for r, row in enumerate(rows):
@@ -408,7 +435,7 @@ def pack_layout(samples: list[ClipSample], visual_lengths: list[int], share_pref
                 index[b] = torch.cat([first + torch.tensor(paths[b], dtype=torch.long),
                                       torch.arange(col, col + branch_len[b])])
                 col += branch_len[b]
-    return PackedLayout(rows=len(rows), length=capacity, clip_row=clip_row, index=index,
+    return PackedLayout(rows=len(rows), length=length, clip_row=clip_row, index=index,
                         node_ids=torch.tensor(node_ids, dtype=torch.long),
                         node_row=torch.tensor(node_row, dtype=torch.long),
                         node_col=torch.tensor(node_col, dtype=torch.long), branch_start=start,
@@ -482,7 +509,8 @@ class VideoNarrator(nn.Module):
         samples = batch.samples
         visual = self.visual([s.clip_patches for s in samples], [s.earlier_patches for s in samples],
                              [s.bucket for s in samples]) if self.visual is not None else [None] * len(samples)
-        layout = pack_layout(samples, [0 if v is None else len(v) for v in visual], share_prefix)
+        layout = pack_layout(samples, [0 if v is None else len(v) for v in visual], share_prefix,
+                             attention_cost(self._hf().config))
         # One embedding lookup for the shared prefix tokens and every suffix and target.
         text = [s.suffix_ids for s in samples] + [s.target_ids for s in samples]
         emb = self.embed_tokens(torch.cat([layout.node_ids.to(text[0].device)] + text))

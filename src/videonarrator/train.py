@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from .io import atomic_path
-from .model import ClipSample, VideoNarrator, VideoNarratorConfig, collate, pack_layout, visual_token_count
+from .model import (ClipSample, VideoNarrator, VideoNarratorConfig, attention_cost, collate, pack_layout,
+                    visual_token_count)
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -51,7 +52,7 @@ class TrainConfig:
     checkpoint_every: int = 40       # 0: no checkpoints
     eval_every: int = 40             # validation loss every n steps (and at the end)
     eval_clips: int = 32
-    length_grouping: bool = True     # batch clips of similar length together (less padding)
+    length_grouping: bool = True     # batch videos of similar length together (less padding)
     precision: str = "auto"          # auto | fp32 | bf16 | fp16 (fp16 on GPUs only)
     modes: list[str] = field(default_factory=lambda: ["given", "generated"])
 
@@ -128,15 +129,15 @@ def micro_batches(batch: list[int], world: int, rank: int, grad_accum: int) -> l
 
 
 def plan_positions(plan: list[list[int]], samples: list[ClipSample], model_cfg: VideoNarratorConfig,
-                   world: int = 1, grad_accum: int = 1, share_prefix: bool = True) -> dict:
+                   cost: float, world: int = 1, grad_accum: int = 1, share_prefix: bool = True) -> dict:
     """LLM positions per clip (padding included) and the padding share over a plan's micro-batches,
-    from the same layouts the model's forward builds."""
+    from the same layouts the model's forward builds (``cost``: model.attention_cost of the LLM)."""
     computed = used = clips = 0
     for batch in plan:
         for rank in range(world):
             for idx in micro_batches(batch, world, rank, grad_accum):
                 chunk = [samples[i] for i in idx]
-                layout = pack_layout(chunk, [visual_token_count(model_cfg, s) for s in chunk], share_prefix)
+                layout = pack_layout(chunk, [visual_token_count(model_cfg, s) for s in chunk], share_prefix, cost)
                 computed, used, clips = computed + layout.positions, used + layout.used, clips + len(chunk)
     return {"positions_per_clip": computed / clips, "padding_share": 1 - used / computed}
 
@@ -294,7 +295,8 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
         "peak_rss_mb": peak_rss_mb(),
         "processes": world,
         "precision": precision,
-        **plan_positions(plan, train_samples, model.cfg, world, cfg.grad_accum),
+        **plan_positions(plan, train_samples, model.cfg, attention_cost(model._hf().config), world,
+                          cfg.grad_accum),
         "trainable_params": sum(p.numel() for p in model.trainable_parameters().values()),
         "rank_checksums": list(checksums),
         "log": log,
