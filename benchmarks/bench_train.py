@@ -1,6 +1,6 @@
 """Training speed: LLM positions per clip, clips/s and peak RSS, per-clip layout vs a video's clips packed.
 
-    python benchmarks/bench_train.py             # the default configuration, per-clip vs packed (~3 min, 2 cores)
+    python benchmarks/bench_train.py             # the default configuration, per-clip vs packed (~5 min, 2 cores)
     python benchmarks/bench_train.py --profile   # and a profiler table of one packed step
     python benchmarks/bench_train.py --configs all          # also fp32/bf16 x eager/sdpa for both layouts
     python benchmarks/bench_train.py --quick     # a tiny random LLM, 1 step each: checks the script works
