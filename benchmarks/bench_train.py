@@ -269,8 +269,8 @@ def main() -> int:
               f"{r['peak_rss_mb']:7.0f} MB {'x%.2f' % ratio:>12}  {r['losses'][0]:.4f}{mark}")
         vs = base["config"] if base is not r else ""
         figs.add(f"{name}.clips_per_s", r["clips_per_s"], "clips/s", ratio if vs else None, vs)
-        figs.add(f"{name}.cpu_s_per_step", r["cpu_s_per_step"], "s",
-                 base["cpu_s_per_step"] / r["cpu_s_per_step"] if vs else None, f"{vs} (CPU-time speed-up)" if vs else "")
+        figs.add(f"{name}.cpu_s_per_step", r["cpu_s_per_step"], "s", base["cpu_s_per_step"] / r["cpu_s_per_step"]
+                 if vs else None, f"{vs} (CPU-time speed-up)" if vs else "")
         figs.add(f"{name}.peak_rss_mb", r["peak_rss_mb"], "MB", r["peak_rss_mb"] / base["peak_rss_mb"] if vs else None,
                  (f"{vs} (memory)" if vs else "") + ("" if args.isolate else "; cumulative in one process"))
     before, after = results.get(f"per-clip-{kernel}"), results.get(args.default_config)

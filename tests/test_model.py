@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from videonarrator.llm import LoraSettings, make_tiny_llm
-from videonarrator.model import (PAPER_PROFILE, ClipBatch, VideoNarrator, VideoNarratorConfig, VisualEncoder,
-                                 clip_bucket, collate, encode_sample, pack_layout, pad_embeds, position_bucket)
+from videonarrator.model import (PAPER_PROFILE, ClipBatch, ClipSample, VideoNarrator, VideoNarratorConfig,
+                                 VisualEncoder, clip_bucket, collate, encode_sample, pack_layout, pad_embeds,
+                                 position_bucket)
 from videonarrator.prompt import build_clip_prompt
 from videonarrator.schema import Clip, Product, Video
 
@@ -87,6 +88,22 @@ def test_pad_embeds():
     assert m.tolist() == [[1, 1, 1], [0, 0, 1]] and x[1, 2].tolist() == [2, 2] and x[1, 0].tolist() == [0, 0]
     x, m = pad_embeds([a, b], side="right")
     assert m.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_pack_layout_positions_and_empty_prompt():
+    ids = lambda *t: torch.tensor(t, dtype=torch.long)                                   # noqa: E731
+    none = torch.zeros(0, P, W)
+    a = ClipSample(ids(1, 2), ids(5), ids(7, 8), none, none, 0, video="v")
+    b = ClipSample(ids(1, 2, 3), ids(6), ids(9), none, none, 0, video="v")
+    layout = pack_layout([a, b], [2, 0])
+    assert layout.used == 3 + (2 + 1 + 2) + (1 + 1)                                      # prefix tokens once
+    pos = layout.position_ids()[0]
+    assert [pos[i].item() for i in layout.index[0]] == list(range(7))
+    assert [pos[i].item() for i in layout.index[1]] == list(range(5))
+    ok = layout.allowed()[0]
+    assert not ok[layout.index[1][-1], layout.index[0][-1]] and not ok[layout.index[0][2], layout.index[1][2]]
+    with pytest.raises(ValueError, match="non-empty prompt"):
+        pack_layout([ClipSample(ids(), ids(), ids(4), none, none, 0)], [0])
 
 
 def test_collate_rejects_mismatched_frames(llm_dir):

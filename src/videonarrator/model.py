@@ -400,7 +400,8 @@ def pack_layout(samples: list[ClipSample], visual_lengths: list[int], share_pref
     branch_len = [visual_lengths[b] + len(s.suffix_ids) + len(s.target_ids) for b, s in enumerate(samples)]
     for b, s in enumerate(samples):
         if len(s.prefix_ids) + branch_len[b] - len(s.target_ids) < 1:
-            raise ValueError(f"batch sample {b}: the target ({len(s.target_ids)} tokens) must follow a non-empty prompt")
+            raise ValueError(f"batch sample {b}: the target ({len(s.target_ids)} tokens) must follow "
+                             f"a non-empty prompt")
     # A token trie per pack: node k holds one token; paths[b] are the nodes of sample b's prefix.
     tries = []
     for members in packs.values():
