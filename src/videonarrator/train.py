@@ -216,6 +216,7 @@ def run_fingerprint(cfg: TrainConfig, model_cfg: VideoNarratorConfig, samples: l
     for s in samples:
         h.update(s.prefix_ids.numpy().tobytes())
         h.update(s.target_ids.numpy().tobytes())
+        h.update(s.video.encode() + b"\0")         # the plan keeps a video's clips together
     return h.hexdigest()[:16]
 
 
