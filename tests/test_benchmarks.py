@@ -14,10 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURES = (
     [f"encode.{tower}.{what}" for tower in ("tiny", "vitb32")
      for what in ("project_fps", "naive_fps", "cached_rerun_s", "tower_load_s", "max_abs_diff")]
-    + ["train.padding_share.grouped", "train.padding_share.ungrouped",
-       "train.padded_tokens.grouped", "train.padded_tokens.ungrouped"]
-    + [f"train.{config}.{what}" for config in ("fp32-sdpa", "fp32-eager", "bf16-sdpa", "bf16-eager")
-       for what in ("clips_per_s", "cpu_s_per_step", "peak_rss_mb")]
+    + [f"train.{what}.{layout}" for what in ("positions_per_clip", "padding_share")
+       for layout in ("per_clip", "packed")]
+    + ["train.packing.clips_per_s", "train.packing.cpu_s_per_clip", "train.packing.first_loss_diff"]
     + ["train.profile.forward_share", "train.profile.backward_share", "train.profile.optimizer_share",
        "train.profile.top_op_share"]
     + ["tokens.visual_per_clip.before", "tokens.visual_per_clip.after", "tokens.memory", "tokens.text_prompt.mean",

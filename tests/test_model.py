@@ -5,9 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from helpers import DEFAULTS, make_tiny_llm
-from videonarrator.model import (ClipBatch, VideoNarrator, VideoNarratorConfig, VisualEncoder,
-                                 clip_bucket, collate, encode_sample, pad_embeds, position_bucket,
-                                 target_positions)
+from videonarrator.model import (ClipBatch, ClipSample, VideoNarrator, VideoNarratorConfig, VisualEncoder,
+                                 clip_bucket, collate, encode_sample, pack_layout, pad_embeds, position_bucket)
 from videonarrator.prompt import build_clip_prompt
 from videonarrator.schema import Clip, Product, Video
 
@@ -67,16 +66,28 @@ def test_config_round_trip_and_unknown_key():
         VideoNarratorConfig.from_dict({**cfg.to_dict(), "qformer_width": 3})
 
 
-def test_pad_and_target_positions():
+def test_pad_embeds():
     a, b = torch.ones(3, 2), 2 * torch.ones(1, 2)
     x, m = pad_embeds([a, b], side="left")
     assert m.tolist() == [[1, 1, 1], [0, 0, 1]] and x[1, 2].tolist() == [2, 2] and x[1, 0].tolist() == [0, 0]
     x, m = pad_embeds([a, b], side="right")
     assert m.tolist() == [[1, 1, 1], [1, 0, 0]]
-    rows, cols = target_positions([6, 4], [2, 3])
-    assert rows.tolist() == [0, 0, 1, 1, 1] and cols.tolist() == [3, 4, 0, 1, 2]
+
+
+def test_pack_layout_positions_and_empty_prompt():
+    ids = lambda *t: torch.tensor(t, dtype=torch.long)                                   # noqa: E731
+    none = torch.zeros(0, P, W)
+    a = ClipSample(ids(1, 2), ids(5), ids(7, 8), none, none, 0, video="v")
+    b = ClipSample(ids(1, 2, 3), ids(6), ids(9), none, none, 0, video="v")
+    layout = pack_layout([a, b], [2, 0])
+    assert layout.used == 3 + (2 + 1 + 2) + (1 + 1)                                      # prefix tokens once
+    pos = layout.position_ids()[0]
+    assert [pos[i].item() for i in layout.index[0]] == list(range(7))
+    assert [pos[i].item() for i in layout.index[1]] == list(range(5))
+    ok = layout.allowed()[0]
+    assert not ok[layout.index[1][-1], layout.index[0][-1]] and not ok[layout.index[0][2], layout.index[1][2]]
     with pytest.raises(ValueError, match="non-empty prompt"):
-        target_positions([3], [3])
+        pack_layout([ClipSample(ids(), ids(), ids(4), none, none, 0)], [0])
 
 
 def test_collate_rejects_mismatched_frames(llm_dir):
@@ -200,6 +211,70 @@ def test_loss_is_cross_entropy_on_targets_only(llm_dir):
         # the first sample are unaffected by other samples (no leakage through padding).
         single = ClipBatch(batch.samples[:1])
         torch.testing.assert_close(model(single), hand_loss(model, single), rtol=1e-5, atol=1e-5)
+
+
+def second_video() -> Video:
+    narr = ["Tired of frizz?", "This oil smooths it.", "Shine all day.", "Order now."]
+    clips = [Clip(index=i, start=2.0 * i, end=2.0 * (i + 1), window=(2, 8), labels=["product_efficacy"],
+                  narration=n) for i, n in enumerate(narr)]
+    return Video(id="v2", product=Product("Argan Oil", {"efficacy": ["smooths hair", "adds shine"]}), clips=clips)
+
+
+def packed_batch(model, mode, story_clips) -> ClipBatch:
+    """All clips of two videos plus a clip of no known video (packed alone), memory tokens from clip 2 on."""
+    samples = []
+    for k, v in enumerate([make_video(), second_video()]):
+        clip_frames = [frames(1 + (i + k) % 3, 20 + 10 * k + i) for i in range(len(v.clips))]
+        samples += [encode_sample(model.tokenizer, build_clip_prompt(v, i, mode=mode, story_clips=story_clips),
+                                  clip_frames[i], torch.cat(clip_frames[:i]) if i else None, clip_bucket(v, i),
+                                  video=v.id) for i in range(len(v.clips))]
+    alone = make_video()
+    samples.append(encode_sample(model.tokenizer, build_clip_prompt(alone, 1, mode=mode), frames(2, 50),
+                                 frames(1, 51), clip_bucket(alone, 1)))
+    return collate(samples)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("mode,story_clips,row_cost", [("given", None, 0.0), ("generated", None, 1.0),
+                                                       ("given", 1, 1.0)])
+def test_packed_loss_and_gradients_equal_the_per_clip_ones(llm_dir, attn, mode, story_clips, row_cost,
+                                                           monkeypatch):
+    # row_cost 0: every pack in one row; 1: a row per pack, right-padded to the longest
+    monkeypatch.setattr("videonarrator.model.attention_cost", lambda config: row_cost)
+    torch.manual_seed(0)
+    model = VideoNarrator.from_llm(replace(CFG, memory_frames=2), llm_dir, lora=LORA, attn_implementation=attn)
+    with torch.no_grad():   # LoRA B starts at zero, which would zero A's gradient: start from a non-trivial point
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.1)
+    model.eval()            # no Q-Former dropout: both paths must see the same visual tokens (gradients still flow)
+    batch = packed_batch(model, mode, story_clips)
+    visual = [len(v) for v in model.visual([s.clip_patches for s in batch.samples],
+                                           [s.earlier_patches for s in batch.samples],
+                                           [s.bucket for s in batch.samples])]
+    assert visual[1] == Q * (len(batch.samples[1].clip_patches) + 1)       # memory tokens are in the branch
+    packed = pack_layout(batch.samples, visual, attention_cost=row_cost)
+    alone = pack_layout(batch.samples, visual, share_prefix=False, attention_cost=row_cost)
+    per_clip = sum(len(s.prefix_ids) + len(s.suffix_ids) + len(s.target_ids) for s in batch.samples) + sum(visual)
+    assert alone.used == per_clip and packed.used < 0.8 * per_clip           # shared prefixes are computed once
+    if row_cost:
+        assert packed.rows == 2 and packed.positions > packed.used   # two packs share a row, one row is padded
+    else:
+        assert packed.rows == alone.rows == 1 and packed.positions == packed.used
+
+    def loss_and_grads(fn):
+        model.zero_grad(set_to_none=True)
+        loss = fn(model, batch)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.trainable_parameters().items()}
+
+    want, want_grads = loss_and_grads(hand_loss)                             # every clip alone, no padding
+    for share in (True, False):
+        got, got_grads = loss_and_grads(lambda m, b: m(b, share_prefix=share))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        assert want_grads.keys() == got_grads.keys() and any(g.abs().sum() > 0 for g in want_grads.values())
+        for n, g in want_grads.items():
+            torch.testing.assert_close(got_grads[n], g, rtol=1e-4, atol=1e-6, msg=lambda m: f"{n}: {m}")
 
 
 def test_gradients_reach_trainable_parts_only(llm_dir):

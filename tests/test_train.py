@@ -1,6 +1,7 @@
 """Training: seeded runs, resume after an interruption, two processes (gloo) agreeing."""
 import json
 import os
+from types import SimpleNamespace
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from helpers import DEFAULTS, make_tiny_llm
 from videonarrator.features import extract_features
 from videonarrator.model import VideoNarrator
 from videonarrator.prompt import build_clip_prompt
-from videonarrator.train import batch_plan, lr_lambda, padding_share, train_system
+from videonarrator.train import batch_plan, lr_lambda, train_system, video_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +51,12 @@ def saved_weights(root, system="videonarrator"):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
+def padded_share(plan, lengths):
+    """Padding share of the plan's batches, each padded to its longest sample."""
+    total = sum(max(lengths[i] for i in b) * len(b) for b in plan)
+    return 1 - sum(lengths[i] for b in plan for i in b) / total
+
+
 def test_batch_plan_is_seeded_and_groups_lengths():
     lengths = [10 + (i * 37) % 90 for i in range(64)]
     cfg = DEFAULTS.train(steps=20, batch_size=4, seed=1)
@@ -58,9 +65,27 @@ def test_batch_plan_is_seeded_and_groups_lengths():
     assert all(len(b) == 4 for b in plan)
     assert batch_plan(lengths, DEFAULTS.train(steps=20, batch_size=4, seed=2)) != plan
     ungrouped = batch_plan(lengths, DEFAULTS.train(steps=20, batch_size=4, seed=1, length_grouping=False))
-    assert padding_share(plan, lengths) < padding_share(ungrouped, lengths)
+    assert padded_share(plan, lengths) < padded_share(ungrouped, lengths)
     with pytest.raises(ValueError, match="fewer than batch_size"):
         batch_plan([1, 2], cfg)
+
+
+@pytest.mark.parametrize("grouping", [True, False])
+def test_batch_plan_keeps_a_videos_clips_together(grouping):
+    videos = [5, 3, 8, 4, 6, 7, 2, 5]                                   # clips per video
+    samples = [SimpleNamespace(video=f"v{k}") for k, n in enumerate(videos) for _ in range(n)]
+    groups = video_groups(samples)
+    assert [len(g) for g in groups] == videos and video_groups([SimpleNamespace(video="")] * 2) == [[0], [1]]
+    cfg = DEFAULTS.train(steps=30, batch_size=8, seed=4, length_grouping=grouping)
+    plan = batch_plan([10] * len(samples), cfg, groups)
+    assert len(plan) == 30 and all(len(b) == 8 for b in plan)
+    epoch = [i for b in plan[:len(samples) // 8] for i in b]
+    assert len(set(epoch)) == len(epoch)                                # an epoch sees each clip once
+    for b in plan:                                                      # a video's clips: one run, in order
+        runs = [g for g in groups if set(g) & set(b)]
+        for g in runs:
+            part = [i for i in b if i in g]
+            assert part == sorted(part) and b[b.index(part[0]):b.index(part[0]) + len(part)] == part
 
 
 def test_learning_rate_warms_up_then_decays():
@@ -74,7 +99,7 @@ def test_training_runs_saves_and_reports(project, tmp_path):
     result = train_system(params, "videonarrator", root, progress=False)
     assert result["steps"] == 6 and len(result["log"]) == 6
     assert [e["step"] for e in result["log"] if "val_loss" in e] == [3, 6]
-    for key in ("final_loss", "clips_per_s", "peak_rss_mb", "padding_share"):
+    for key in ("final_loss", "clips_per_s", "peak_rss_mb", "padding_share", "positions_per_clip"):
         assert result[key] > 0
     assert not (root / "models/videonarrator.ckpt").exists()      # removed once the run completes
     again = copy_project(project, tmp_path / "again")[0]

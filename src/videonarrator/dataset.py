@@ -4,8 +4,9 @@ A sample for clip i of a video holds: the prompt (knowledge, the story so far,
 the clip's window and, in given-storyline mode, its label), the patch tokens
 of the clip's kept frames (frame compression at threshold tau), the kept
 frames of all earlier clips (for the memory tokens) and the clip's position
-bucket.  Training uses the reference narrations as the story so far;
-generation uses what the model wrote.
+bucket, and the video's id (training packs a video's clips into one
+sequence, see model.pack_layout).  Training uses the reference narrations as
+the story so far; generation uses what the model wrote.
 """
 from __future__ import annotations
 
@@ -53,9 +54,10 @@ def clip_sample(tokenizer, video: Video, i: int, visual: VisualInputs | None, mo
     prompt = build_clip_prompt(video, i, mode=mode, story_so_far=story_so_far, story_clips=story_clips)
     if visual is None:
         empty = torch.zeros(0, 1, 1)
-        return encode_sample(tokenizer, prompt, empty, None, clip_bucket(video, i, num_buckets), with_target)
+        return encode_sample(tokenizer, prompt, empty, None, clip_bucket(video, i, num_buckets), with_target,
+                             video.id)
     return encode_sample(tokenizer, prompt, visual.clips[i], visual.earlier(i),
-                         clip_bucket(video, i, num_buckets), with_target)
+                         clip_bucket(video, i, num_buckets), with_target, video.id)
 
 
 def training_samples(tokenizer, videos: list[Video], features_dir: str | Path | None, tau: float,

@@ -19,6 +19,11 @@ built from the pad id would hide the EOS the model must learn to emit), and
 ``lm_head`` is applied only at those positions (the 49k-way head on every
 prompt token would dominate the step time).
 
+Training packs the clips of one video into one sequence (:func:`pack_layout`):
+their prompts share the product knowledge and the story so far, so those tokens
+are computed once, and a 4D attention mask with per-clip position ids gives every
+clip exactly the context of its own sample (the loss equals the per-clip loss).
+
 Switches (the ablations): ``use_position`` False -> no clip-position embedding;
 ``use_memory`` False -> no memory tokens; ``use_video`` False -> no visual
 tokens and no visual weights at all (the text-only baseline, same code path).
@@ -215,6 +220,7 @@ class ClipSample:
     clip_patches: torch.Tensor      # (F, P, W) kept frames of this clip
     earlier_patches: torch.Tensor   # (F_prev, P, W) kept frames of the earlier clips; F_prev may be 0
     bucket: int                     # clip-position bucket
+    video: str = ""                 # the clip's video: training packs the clips of one video ("": alone)
 
 
 @dataclass
@@ -226,8 +232,8 @@ class ClipBatch:
 
     def to(self, device: torch.device | str) -> "ClipBatch":
         return ClipBatch([ClipSample(s.prefix_ids.to(device), s.suffix_ids.to(device), s.target_ids.to(device),
-                                     s.clip_patches.to(device), s.earlier_patches.to(device), s.bucket)
-                          for s in self.samples])
+                                     s.clip_patches.to(device), s.earlier_patches.to(device), s.bucket,
+                                     s.video) for s in self.samples])
 
 
 def _ids(tokenizer, text: str) -> torch.Tensor:
@@ -235,14 +241,15 @@ def _ids(tokenizer, text: str) -> torch.Tensor:
 
 
 def encode_sample(tokenizer, prompt: ClipPrompt, clip_patches: torch.Tensor,
-                  earlier_patches: torch.Tensor | None, bucket: int, with_target: bool = True) -> ClipSample:
+                  earlier_patches: torch.Tensor | None, bucket: int, with_target: bool = True,
+                  video: str = "") -> ClipSample:
     """Tokenise a prompt's three parts (no special tokens; EOS appended to the target)."""
     if earlier_patches is None:
         earlier_patches = clip_patches[:0]
     target = torch.cat([_ids(tokenizer, prompt.target), torch.tensor([tokenizer.eos_token_id])]) \
         if with_target else torch.zeros(0, dtype=torch.long)
     return ClipSample(_ids(tokenizer, prompt.prefix), _ids(tokenizer, prompt.suffix), target,
-                      clip_patches, earlier_patches, int(bucket))
+                      clip_patches, earlier_patches, int(bucket), video)
 
 
 def collate(samples: list[ClipSample]) -> ClipBatch:
@@ -277,20 +284,151 @@ def pad_embeds(seqs: list[torch.Tensor], side: str = "right") -> tuple[torch.Ten
     return x, mask
 
 
-def target_positions(lengths: list[int], target_lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, cols) of the hidden states that predict the target tokens of right-padded sequences.
+def visual_token_count(cfg: VideoNarratorConfig, sample: ClipSample) -> int:
+    """Visual embeddings the LLM sees for ``sample``: F*Q clip tokens plus M'*Q memory tokens."""
+    if not cfg.use_video:
+        return 0
+    memory = min(cfg.memory_frames, len(sample.earlier_patches)) if cfg.use_memory else 0
+    return cfg.num_query_tokens * (len(sample.clip_patches) + memory)
 
-    Sample b's target fills positions [L_b - Lt_b, L_b); the hidden state at
-    position t predicts token t+1, so its predictors sit at [L_b - Lt_b - 1, L_b - 1).
-    Built from positions only, never from token ids.
+
+@dataclass
+class PackedLayout:
+    """Where the per-clip sequences [prefix][visual][suffix][target] of a batch sit in a few rows.
+
+    Clips of one video form a *pack*: their prefixes are merged into a token trie (the shared
+    knowledge and story are stored once), followed by each clip's own branch
+    [visual][suffix][target].  ``index[b]`` lists the row positions that, in order, are clip b's
+    whole sequence.  Packs are binned into rows (first fit, longest first, capacity = the longest
+    pack), so short packs share a row instead of being padded.
     """
-    rows, cols = [], []
-    for b, (L, Lt) in enumerate(zip(lengths, target_lengths)):
-        if Lt >= L:
-            raise ValueError(f"batch sample {b}: the target ({Lt} tokens) must follow a non-empty prompt")
-        cols.append(torch.arange(L - Lt - 1, L - 1))
-        rows.append(torch.full((Lt,), b))
-    return torch.cat(rows), torch.cat(cols)
+    rows: int                      # R
+    length: int                    # T (right padding after the last pack of a row)
+    clip_row: list[int]            # (B,) the row of each clip
+    index: list[torch.Tensor]      # B x (L_b,) long: clip b's sequence as row positions
+    node_ids: torch.Tensor         # (N,) token ids of the shared prefix tokens (trie nodes)
+    node_row: torch.Tensor         # (N,) their rows
+    node_col: torch.Tensor         # (N,) their positions in the row
+    branch_start: list[int]        # (B,) where clip b's branch begins in its row
+
+    @property
+    def positions(self) -> int:
+        """LLM positions computed, padding included."""
+        return self.rows * self.length
+
+    branch_len: list[int]          # (B,) visual + suffix + target tokens of clip b
+
+    @property
+    def used(self) -> int:
+        """LLM positions that hold a token (the rest is padding)."""
+        return len(self.node_ids) + sum(self.branch_len)
+
+    def position_ids(self) -> torch.Tensor:
+        """(R, T) long: each token's position in its clip's own sequence (shared tokens agree)."""
+        pos = torch.zeros(self.rows, self.length, dtype=torch.long)
+        for row, idx in zip(self.clip_row, self.index):
+            pos[row, idx] = torch.arange(len(idx))
+        return pos
+
+    def allowed(self) -> torch.Tensor:
+        """(R, T, T) bool: query t may attend to key u.  The union of every clip's causal mask over
+        its own positions (in a trie a shared token's past is the same in every clip through it);
+        padding attends to itself only, so no softmax row is empty."""
+        ok = torch.eye(self.length, dtype=torch.bool).repeat(self.rows, 1, 1)
+        for row, idx in zip(self.clip_row, self.index):
+            causal = torch.ones(len(idx), len(idx), dtype=torch.bool).tril()
+            ok[row, idx[:, None], idx[None, :]] |= causal
+        return ok
+
+
+def attention_cost(config) -> float:
+    """Rough cost of one query-key pair of attention (scores and weighted values) relative to one
+    token's projections, from a Llama-style config; it only steers how packs are put into rows."""
+    d = config.hidden_size
+    kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head = getattr(config, "head_dim", None) or d // config.num_attention_heads
+    per_token = d * (2 * d + 2 * kv * head) + 3 * d * getattr(config, "intermediate_size", 4 * d)
+    return 2 * d / per_token
+
+
+def _rows(tries: list, attention_cost: float) -> list[list]:
+    """Packs into rows: first fit, longest first, for a few row capacities (from the longest pack
+    to one row for all); keeps the cheapest, R*T*(1 + attention_cost*T).  More rows mean padding,
+    one long row means attention over many keys a query may not see."""
+    sizes = [t[3] for t in tries]
+    best, best_cost = None, math.inf
+    for k in range(1, len(tries) + 1):
+        capacity = max(max(sizes), math.ceil(sum(sizes) / k))
+        rows: list[list] = []
+        for trie in sorted(tries, key=lambda t: -t[3]):               # stable: ties keep batch order
+            row = next((r for r in rows if sum(t[3] for t in r) + trie[3] <= capacity), None)
+            if row is None:
+                rows.append([trie])
+            else:
+                row.append(trie)
+        T = max(sum(t[3] for t in r) for r in rows)
+        cost = len(rows) * T * (1 + attention_cost * T)
+        if cost < best_cost:
+            best, best_cost = rows, cost
+    return best
+
+
+def pack_layout(samples: list[ClipSample], visual_lengths: list[int], share_prefix: bool = True,
+                attention_cost: float = 0.0) -> PackedLayout:
+    """The packed layout of ``samples`` whose visual parts have ``visual_lengths`` tokens.
+
+    ``share_prefix`` False puts every clip in a pack of its own (the per-clip layout, for comparison).
+    ``attention_cost``: see :func:`attention_cost` (0: fewest positions, i.e. one row).
+    Built from lengths and token ids only (never from the pad id).
+    """
+    packs: dict[object, list[int]] = {}
+    for b, s in enumerate(samples):
+        key = s.video if (share_prefix and s.video) else ("", b)    # "": a clip of no known video
+        packs.setdefault(key, []).append(b)
+    branch_len = [visual_lengths[b] + len(s.suffix_ids) + len(s.target_ids) for b, s in enumerate(samples)]
+    for b, s in enumerate(samples):
+        if len(s.prefix_ids) + branch_len[b] - len(s.target_ids) < 1:
+            raise ValueError(f"batch sample {b}: the target ({len(s.target_ids)} tokens) must follow "
+                             f"a non-empty prompt")
+    # A token trie per pack: node k holds one token; paths[b] are the nodes of sample b's prefix.
+    tries = []
+    for members in packs.values():
+        children: dict[tuple[int, int], int] = {}
+        tokens: list[int] = []
+        paths = {}
+        for b in members:
+            parent, path = -1, []
+            for t in samples[b].prefix_ids.tolist():
+                node = children.get((parent, t))
+                if node is None:
+                    node = children[(parent, t)] = len(tokens)
+                    tokens.append(t)
+                path.append(node)
+                parent = node
+            paths[b] = path
+        tries.append((members, tokens, paths, len(tokens) + sum(branch_len[b] for b in members)))
+    rows = _rows(tries, attention_cost)
+    length = max(sum(t[3] for t in row) for row in rows)
+    clip_row, index, start = [0] * len(samples), [None] * len(samples), [0] * len(samples)
+    node_ids, node_row, node_col = [], [], []
+    for r, row in enumerate(rows):
+        col = 0
+        for members, tokens, paths, size in row:
+            first = col
+            node_ids += tokens
+            node_row += [r] * len(tokens)
+            node_col += range(col, col + len(tokens))
+            col += len(tokens)
+            for b in members:
+                clip_row[b], start[b] = r, col
+                index[b] = torch.cat([first + torch.tensor(paths[b], dtype=torch.long),
+                                      torch.arange(col, col + branch_len[b])])
+                col += branch_len[b]
+    return PackedLayout(rows=len(rows), length=length, clip_row=clip_row, index=index,
+                        node_ids=torch.tensor(node_ids, dtype=torch.long),
+                        node_row=torch.tensor(node_row, dtype=torch.long),
+                        node_col=torch.tensor(node_col, dtype=torch.long), branch_start=start,
+                        branch_len=branch_len)
 
 
 # -- the whole model -------------------------------------------------------------------
@@ -350,15 +488,50 @@ class VideoNarrator(nn.Module):
             seqs.append(torch.cat(parts))
         return seqs
 
-    def forward(self, batch: ClipBatch) -> torch.Tensor:
-        """Mean cross-entropy over all target tokens of the batch (scalar)."""
-        seqs = self.build_inputs_embeds(batch)                                  # B x (L_b, D)
-        x, mask = pad_embeds(seqs, side="right")                                # (B, T, D), (B, T)
-        rows, cols = target_positions([len(s) for s in seqs], [len(s.target_ids) for s in batch.samples])
-        labels = torch.cat([s.target_ids for s in batch.samples]).to(x.device)  # (N,)
-        hidden = self.decoder()(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state  # (B, T, D)
-        logits = self._hf().get_output_embeddings()(hidden[rows, cols])        # (N, V): the head on targets only
+    def forward(self, batch: ClipBatch, share_prefix: bool = True) -> torch.Tensor:
+        """Mean cross-entropy over all target tokens of the batch (scalar).
+
+        The clips of one video run packed (:func:`pack_layout`), each with exactly its own
+        sample's context, so the loss equals that of one sequence per clip (``share_prefix``
+        False: one pack per clip, the per-clip layout, for comparison).
+        """
+        samples = batch.samples
+        visual = self.visual([s.clip_patches for s in samples], [s.earlier_patches for s in samples],
+                             [s.bucket for s in samples]) if self.visual is not None else [None] * len(samples)
+        layout = pack_layout(samples, [0 if v is None else len(v) for v in visual], share_prefix,
+                             attention_cost(self._hf().config))
+        # One embedding lookup for the shared prefix tokens and every suffix and target.
+        text = [s.suffix_ids for s in samples] + [s.target_ids for s in samples]
+        emb = self.embed_tokens(torch.cat([layout.node_ids.to(text[0].device)] + text))
+        nodes, *rest = emb.split([len(layout.node_ids)] + [len(t) for t in text])
+        x = emb.new_zeros(layout.rows, layout.length, emb.shape[-1])               # (R, T, D)
+        x[layout.node_row, layout.node_col] = nodes
+        B = len(samples)
+        for b, v in enumerate(visual):
+            branch = torch.cat(([v.to(emb.dtype)] if v is not None else []) + [rest[b], rest[B + b]])
+            x[layout.clip_row[b], layout.branch_start[b]:layout.branch_start[b] + len(branch)] = branch
+        # The hidden state before each target token predicts it: positions from the clip's own sequence.
+        rows = torch.cat([torch.full((len(s.target_ids),), layout.clip_row[b]) for b, s in enumerate(samples)])
+        cols = torch.cat([idx[len(idx) - len(s.target_ids) - 1:len(idx) - 1]
+                          for idx, s in zip(layout.index, samples)])
+        labels = torch.cat([s.target_ids for s in samples]).to(x.device)          # (N,)
+        hidden = self.decoder()(inputs_embeds=x, attention_mask=self._attention_mask(layout, x),
+                                position_ids=layout.position_ids().to(x.device), use_cache=False).last_hidden_state
+        logits = self._hf().get_output_embeddings()(hidden[rows, cols])            # (N, V): the head on targets only
         return F.cross_entropy(logits.float(), labels)
+
+    def _attention_mask(self, layout: PackedLayout, x: torch.Tensor) -> torch.Tensor:
+        """The layout's mask as transformers takes a ready 4D mask: eager adds it to the scores
+        (0 or the dtype's minimum), sdpa takes booleans (True: attend)."""
+        allowed = layout.allowed().to(x.device)[:, None]                           # (R, 1, T, T)
+        impl = self._hf().config._attn_implementation
+        if impl == "sdpa":
+            return allowed
+        if impl == "eager":
+            return torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(
+                ~allowed, torch.finfo(x.dtype).min)
+        raise ValueError(f"training packs clips with a 4D attention mask, which needs eager or sdpa "
+                         f"attention; the LLM uses {impl!r}: set llm.attn_implementation to eager or sdpa")
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         """Q-Former, query tokens, position embeddings, projector (``visual.*``) and LoRA (``llm.*``)."""

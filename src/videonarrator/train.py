@@ -1,5 +1,10 @@
 """Training: one sample per clip, loss on the label line and narration only.
 
+A step's clips come in runs of consecutive clips of one video, and the model runs
+each video's clips packed in one sequence (model.pack_layout): the shared product
+knowledge and story are computed once, every clip keeps exactly its own sample's
+context, so the loss is the per-clip loss at a fraction of the LLM positions.
+
 Seeded, AdamW with linear warmup and cosine decay, gradient accumulation,
 checkpoints that resume to exactly the same result, bf16 autocast where the
 hardware has it, and data-parallel training on several processes or GPUs
@@ -27,7 +32,8 @@ import numpy as np
 import torch
 
 from .io import atomic_path
-from .model import ClipSample, VideoNarrator, VideoNarratorConfig, collate
+from .model import (ClipSample, VideoNarrator, VideoNarratorConfig, attention_cost, collate, pack_layout,
+                    visual_token_count)
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -47,7 +53,7 @@ class TrainConfig:
     checkpoint_every: int            # 0: no checkpoints
     eval_every: int                  # validation loss every n steps (and at the end)
     eval_clips: int
-    length_grouping: bool            # batch clips of similar length together (less padding)
+    length_grouping: bool            # batch videos of similar length together (less padding)
     precision: str                   # auto | fp32 | bf16 | fp16 (fp16 on GPUs only)
     modes: list[str]
 
@@ -63,45 +69,78 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
 
 
-def batch_plan(lengths: list[int], cfg: TrainConfig) -> list[list[int]]:
+def video_groups(samples: list[ClipSample]) -> list[list[int]]:
+    """Runs of consecutive samples of one video (a sample of no known video stands alone)."""
+    groups: list[list[int]] = []
+    for i, s in enumerate(samples):
+        if groups and s.video and samples[groups[-1][-1]].video == s.video:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def batch_plan(lengths: list[int], cfg: TrainConfig, groups: list[list[int]] | None = None) -> list[list[int]]:
     """Sample indices of every global batch, seeded and fixed before training starts.
 
-    Each epoch is a seeded permutation; with length grouping, windows of 16
-    batches are sorted by length, cut into batches and the batches shuffled,
-    so a batch holds clips of similar length but the order stays random.
+    ``groups``: runs of samples kept next to each other (the clips of a video, so that a batch
+    packs them); None: every sample on its own.  Each epoch is a seeded permutation of the
+    groups, concatenated and cut into batches of ``batch_size`` clips (a group may straddle two
+    batches; the last incomplete batch is dropped).  With length grouping, windows of about 16
+    batches' groups are sorted by length first and the batches shuffled, so a batch holds
+    clips of similar length (less padding) but the order stays random.
     """
     n, B = len(lengths), cfg.batch_size
     if n < B:
         raise ValueError(f"{n} training clips are fewer than batch_size {B}; lower train.batch_size")
+    groups = groups if groups is not None else [[i] for i in range(n)]
     plan: list[list[int]] = []
     epoch = 0
     while len(plan) < cfg.steps:
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        order = torch.randperm(n, generator=g).tolist()
-        usable = order[: n - n % B]
+        order = [groups[k] for k in torch.randperm(len(groups), generator=g).tolist()]
         if cfg.length_grouping:
-            window = 16 * B
-            batches = []
-            for w in range(0, len(usable), window):
-                chunk = sorted(usable[w:w + window], key=lambda i: lengths[i])
-                batches += [chunk[k:k + B] for k in range(0, len(chunk), B)]
-            perm = torch.randperm(len(batches), generator=g).tolist()
-            plan += [batches[p] for p in perm]
-        else:
-            plan += [usable[k:k + B] for k in range(0, len(usable), B)]
+            windows, window = [], []
+            for group in order:
+                window.append(group)
+                if sum(map(len, window)) >= 16 * B:
+                    windows.append(window)
+                    window = []
+            windows.append(window)
+            order = [grp for w in windows for grp in sorted(w, key=lambda grp: sum(lengths[i] for i in grp))]
+        flat = [i for grp in order for i in grp]
+        batches = [flat[k:k + B] for k in range(0, len(flat) - B + 1, B)]
+        if cfg.length_grouping:
+            batches = [batches[p] for p in torch.randperm(len(batches), generator=g).tolist()]
+        plan += batches
         epoch += 1
     return plan[: cfg.steps]
 
 
-def sample_length(s: ClipSample, num_queries: int) -> int:
-    visual = num_queries * (len(s.clip_patches) + (1 if len(s.earlier_patches) else 0))
-    return len(s.prefix_ids) + len(s.suffix_ids) + len(s.target_ids) + visual
+def sample_length(s: ClipSample, model_cfg: VideoNarratorConfig) -> int:
+    """LLM positions of the sample on its own: prompt + visual + target tokens."""
+    return len(s.prefix_ids) + len(s.suffix_ids) + len(s.target_ids) + visual_token_count(model_cfg, s)
 
 
-def padding_share(batches: list[list[int]], lengths: list[int]) -> float:
-    """Share of padded positions in right-padded batches."""
-    total = sum(max(lengths[i] for i in b) * len(b) for b in batches)
-    return 1 - sum(lengths[i] for b in batches for i in b) / total
+def micro_batches(batch: list[int], world: int, rank: int, grad_accum: int) -> list[list[int]]:
+    """This process's micro-batches of a global batch: contiguous shares, so a video's
+    clips stay together and pack."""
+    mine = np.array_split(np.array(batch), world)[rank]
+    return [m.tolist() for m in np.array_split(mine, grad_accum)]
+
+
+def plan_positions(plan: list[list[int]], samples: list[ClipSample], model_cfg: VideoNarratorConfig,
+                   cost: float, world: int = 1, grad_accum: int = 1, share_prefix: bool = True) -> dict:
+    """LLM positions per clip (padding included) and the padding share over a plan's micro-batches,
+    from the same layouts the model's forward builds (``cost``: model.attention_cost of the LLM)."""
+    computed = used = clips = 0
+    for batch in plan:
+        for rank in range(world):
+            for idx in micro_batches(batch, world, rank, grad_accum):
+                chunk = [samples[i] for i in idx]
+                layout = pack_layout(chunk, [visual_token_count(model_cfg, s) for s in chunk], share_prefix, cost)
+                computed, used, clips = computed + layout.positions, used + layout.used, clips + len(chunk)
+    return {"positions_per_clip": computed / clips, "padding_share": 1 - used / computed}
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -178,6 +217,7 @@ def run_fingerprint(cfg: TrainConfig, model_cfg: VideoNarratorConfig, samples: l
     for s in samples:
         h.update(s.prefix_ids.numpy().tobytes())
         h.update(s.target_ids.numpy().tobytes())
+        h.update(s.video.encode() + b"\0")         # the plan keeps a video's clips together
     return h.hexdigest()[:16]
 
 
@@ -203,8 +243,8 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
         raise ValueError(f"train.batch_size {per_step} must be divisible by processes x grad_accum "
                          f"({world} x {cfg.grad_accum})")
 
-    lengths = [sample_length(s, model.cfg.num_query_tokens) for s in train_samples]
-    plan = batch_plan(lengths, cfg)
+    lengths = [sample_length(s, model.cfg) for s in train_samples]
+    plan = batch_plan(lengths, cfg, video_groups(train_samples))
     fingerprint = run_fingerprint(cfg, model.cfg, train_samples)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
@@ -219,8 +259,7 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
     end = min(cfg.steps, stop_after if stop_after is not None else cfg.steps)
     bar = tqdm(range(start, end), desc="train", disable=not (progress and acc.is_main_process))
     for step in bar:
-        mine = plan[step][rank::world]                                  # this process's share
-        micro = np.array_split(np.array(mine), cfg.grad_accum)
+        micro = micro_batches(plan[step], world, rank, cfg.grad_accum)   # this process's share
         total = 0.0
         for k, idx in enumerate(micro):
             batch = collate([train_samples[i] for i in idx])
@@ -258,7 +297,8 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
         "peak_rss_mb": peak_rss_mb(),
         "processes": world,
         "precision": precision,
-        "padding_share": padding_share(plan, lengths),
+        **plan_positions(plan, train_samples, model.cfg, attention_cost(model._hf().config), world,
+                          cfg.grad_accum),
         "trainable_params": sum(p.numel() for p in model.trainable_parameters().values()),
         "rank_checksums": list(checksums),
         "log": log,
