@@ -174,6 +174,21 @@ def write_narrated_video(video_path: str | Path, track: np.ndarray, out_path: st
     return out_path
 
 
+def read_voice(path: str | Path) -> np.ndarray:
+    """The voice-over of a narrated video (its first audio stream) as mono float32 samples from time 0."""
+    import av
+
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            raise ValueError(f"{path} has no audio stream; write it with `videonarrator-narrate ... --voice`")
+        stream = c.streams.audio[0]
+        if stream.sample_rate != SAMPLE_RATE:
+            raise ValueError(f"{path}: audio at {stream.sample_rate} Hz, not the voice-over's {SAMPLE_RATE} Hz")
+        frames = [f for f in c.decode(stream)]
+    lead = np.zeros(max(0, round((frames[0].time or 0) * SAMPLE_RATE)) if frames else 0, np.float32)
+    return np.concatenate([lead] + [f.to_ndarray().reshape(-1).astype(np.float32) for f in frames])
+
+
 def _voice_packets(stream, track: np.ndarray):
     import av
 
