@@ -125,7 +125,7 @@ def narrate_file(video_path: str | Path, sheet: str | Path, out_dir: str | Path,
     if voice:
         from . import voice as speech
 
-        speech.voice_for(language)  # both fail before the long work, not after it
+        speech.check_language(language)  # both fail before the long work, not after it
         speech.espeak_path()
     spans, frames, info = cut_video(video_path, max_clip_s=max_clip_s)
     video = build_video(video_path.stem, product, spans, language, storyline)

@@ -11,9 +11,10 @@ Mandarin voices), which gives
   at its clip's start, muxed beside the original video stream, whose packets
   are copied unchanged (``<name>.narrated.mp4``).
 
-Speaking time is the audible part of espeak-ng's output at its default rate:
-leading and trailing silence are trimmed, so a clip's utterance starts exactly
-at the clip's start and its length is what a listener hears.
+Speaking time is the audible part of espeak-ng's output at the narration rate
+the word windows assume (:data:`RATE_WPM`): leading and trailing silence are
+dropped and long pauses shortened, so a clip's utterance starts at the clip's
+start (within 10 ms) and its length is what a listener hears.
 """
 from __future__ import annotations
 
@@ -29,20 +30,24 @@ from .io import atomic_path
 
 SAMPLE_RATE = 22050                 # espeak-ng's native output rate
 VOICES = {"en": "en", "zh": "cmn"}  # narration language -> espeak-ng voice
-DEFAULT_WPM = 175                   # espeak-ng's default speaking rate
-MAX_WPM = 350                       # 2x: faster speech is hard to follow
+# espeak-ng rate (its -s "words per minute") per language, set so that on average it speaks at the
+# narration rate the word windows assume (narrate.UNITS_PER_SECOND: 2.5 English words, 6 Chinese
+# characters a second). Measured: English 140 -> 2.52 words/s (61 synthetic references; its default
+# 175 -> 3.17); Mandarin 375 -> about 6 characters/s (150 real E-SyncVidStory references; 300 ->
+# 5.05, 400 -> 6.34; its default 175 says 3.0, half a real ad narrator's pace).
+RATE_WPM = {"en": 140, "zh": 375}
+MAX_SPEEDUP = 2.0                   # the voice-over says a long narration at most this much faster
 SILENCE = 0.01                      # |amplitude| below this counts as silence when trimming
-# Quiet left before the next clip's utterance: longer than any pause espeak-ng makes inside a
-# narration at its default rate (at most 0.33 s measured, after a sentence end), so a listener,
-# and an energy detector, hear where one clip's narration ends and the next begins.
-GAP_S = 0.4
+MAX_PAUSE_S = 0.25                  # longer pauses inside a narration (espeak-ng: up to 0.48 s
+                                    # after a sentence end at the English rate) are shortened to this
+GAP_S = 0.4                         # quiet before the next clip, longer than any pause inside a
+                                    # narration: a listener (and an energy detector) hears the boundary
 FADE_S = 0.02                       # fade-out where an utterance still too long is cut
 
 
-def voice_for(language: str) -> str:
+def check_language(language: str) -> None:
     if language not in VOICES:
         raise ValueError(f"no espeak-ng voice for language {language!r}; languages: {', '.join(sorted(VOICES))}")
-    return VOICES[language]
 
 
 def espeak_path() -> str:
@@ -66,41 +71,55 @@ def _speak_cached(text: str, voice: str, wpm: int) -> np.ndarray:
     if wav[:4] != b"RIFF" or at < 0:
         raise RuntimeError(f"espeak-ng -v {voice} wrote no WAV data for {text[:60]!r}")
     samples = np.frombuffer(wav[at + 8:], dtype="<i2").astype(np.float32) / 32768.0
-    loud = np.flatnonzero(np.abs(samples) > SILENCE)
-    out = samples[loud[0]:loud[-1] + 1] if loud.size else samples[:0]
+    out = _tighten(samples)
     out.setflags(write=False)  # cached: callers must not change it
     return out
 
 
-def speak(text: str, voice: str = "en", wpm: int = DEFAULT_WPM) -> np.ndarray:
-    """The audible speech of ``text`` as float32 mono samples at :data:`SAMPLE_RATE` (silence trimmed)."""
+def _tighten(samples: np.ndarray, frame: int = SAMPLE_RATE // 100) -> np.ndarray:
+    """Drop leading and trailing silence and shorten pauses to :data:`MAX_PAUSE_S` (10 ms frames)."""
+    n = len(samples) // frame
+    loud = np.abs(samples[:n * frame]).reshape(n, frame).max(axis=1) > SILENCE
+    if not loud.any():
+        return samples[:0]
+    keep, quiet, max_quiet = np.zeros(n, bool), 0, round(MAX_PAUSE_S * 100)
+    for i in range(np.flatnonzero(loud)[0], np.flatnonzero(loud)[-1] + 1):
+        quiet = 0 if loud[i] else quiet + 1
+        keep[i] = quiet <= max_quiet
+    return samples[:n * frame].reshape(n, frame)[keep].reshape(-1)
+
+
+def speak(text: str, language: str = "en", speed: float = 1.0) -> np.ndarray:
+    """The audible speech of ``text`` as float32 mono samples at :data:`SAMPLE_RATE` (silence trimmed),
+    said at ``speed`` times the language's narration rate."""
+    check_language(language)
     text = " ".join(text.split())
     if not text:
         return np.zeros(0, np.float32)
-    return _speak_cached(text, voice, int(wpm))
+    return _speak_cached(text, VOICES[language], round(RATE_WPM[language] * speed))
 
 
-def speech_seconds(text: str, voice: str = "en") -> float:
-    """How long ``text`` takes to say at espeak-ng's default rate."""
-    return len(speak(text, voice)) / SAMPLE_RATE
+def speech_seconds(text: str, language: str = "en") -> float:
+    """How long ``text`` takes to say at the language's narration rate."""
+    return len(speak(text, language)) / SAMPLE_RATE
 
 
 def spoken_fit(narrations: Sequence[str], clip_seconds: Sequence[float], language: str) -> dict[str, float]:
-    """Spoken synchronization: does each narration, said at the default rate, fit inside its clip?
+    """Spoken synchronization: does each narration, said at the narration rate, fit inside its clip?
 
     ``spoken_fit`` is the share of narrations whose speech is no longer than
     the clip; ``spoken_overrun_s`` the mean over all narrations of how many
-    seconds the speech runs past the clip's end (0 for one that fits);
-    ``spoken_n`` the count behind both.
+    seconds the speech runs past the clip's end (0 for one that fits).
+    Each narration is spoken once per process (cached by text and voice):
+    espeak-ng takes about 15 ms a narration here.
     """
     if len(narrations) != len(clip_seconds):
         raise ValueError(f"{len(narrations)} narrations but {len(clip_seconds)} clip durations; give one per clip")
     if not narrations:
-        return {"spoken_fit": float("nan"), "spoken_overrun_s": float("nan"), "spoken_n": 0}
-    voice = voice_for(language)
-    over = np.array([max(0.0, speech_seconds(t, voice) - float(d)) for t, d in zip(narrations, clip_seconds)])
-    return {"spoken_fit": float(np.mean(over == 0)), "spoken_overrun_s": float(over.mean()),
-            "spoken_n": len(narrations)}
+        return {"spoken_fit": float("nan"), "spoken_overrun_s": float("nan")}
+    check_language(language)
+    over = np.array([max(0.0, speech_seconds(t, language) - float(d)) for t, d in zip(narrations, clip_seconds)])
+    return {"spoken_fit": float(np.mean(over == 0)), "spoken_overrun_s": float(over.mean())}
 
 
 def voice_track(clips: Sequence, narrations: Sequence[str], language: str,
@@ -108,24 +127,25 @@ def voice_track(clips: Sequence, narrations: Sequence[str], language: str,
     """One mono track of ``total_s`` seconds with each narration spoken from its clip's start.
 
     ``clips`` have ``start``/``end`` seconds.  An utterance longer than its
-    clip (less :data:`GAP_S`) is said faster, up to :data:`MAX_WPM`; one still
-    too long is cut with a short fade, so every utterance stays inside its
-    clip, as its subtitle cue does.  Returns the track and, per clip, the
-    speech's start, natural length, the rate used and whether it was cut.
+    clip (less :data:`GAP_S`) is said faster, up to :data:`MAX_SPEEDUP`; one
+    still too long is cut with a short fade, so every utterance stays inside
+    its clip, as its subtitle cue does.  Returns the track and, per clip, the
+    speech's start, natural length, the speed-up used and whether it was cut.
     """
     if len(clips) != len(narrations):
         raise ValueError(f"{len(clips)} clips but {len(narrations)} narrations; give one narration per clip")
-    voice = voice_for(language)
+    check_language(language)
     track = np.zeros(int(round(total_s * SAMPLE_RATE)), np.float32)
     info = []
     for clip, text in zip(clips, narrations):
         start = int(round(float(clip.start) * SAMPLE_RATE))
         room = max(0, min(int(round((float(clip.end) - GAP_S) * SAMPLE_RATE)), len(track)) - start)
-        speech, wpm = speak(text, voice), DEFAULT_WPM
+        speech, speed = speak(text, language), 1.0
         natural = len(speech) / SAMPLE_RATE
         if len(speech) > room and room > 0:
-            wpm = min(MAX_WPM, int(np.ceil(DEFAULT_WPM * len(speech) / room)))
-            speech = speak(text, voice, wpm)
+            # speech shortens about in proportion to the rate; what still sticks out is cut below
+            speed = min(MAX_SPEEDUP, round(len(speech) / room, 2))
+            speech = speak(text, language, speed)
         cut = len(speech) > room
         if cut:
             speech = speech[:room].copy()
@@ -133,7 +153,7 @@ def voice_track(clips: Sequence, narrations: Sequence[str], language: str,
             speech[len(speech) - fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
         track[start:start + len(speech)] = speech
         info.append({"speech_start": round(start / SAMPLE_RATE, 3), "speech_s": round(natural, 3),
-                     "speech_wpm": wpm, "speech_cut": bool(cut)})
+                     "speech_speed": speed, "speech_cut": bool(cut)})
     return track, info
 
 
