@@ -54,7 +54,7 @@ def espeak_path() -> str:
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise FileNotFoundError("espeak-ng is not installed, so narrations cannot be spoken; install it with "
-                                "`apt-get install -y espeak-ng` (scripts/vn test does this when run as root)")
+                                "`apt-get install -y espeak-ng` (scripts/vn repro and test do this when run as root)")
     return exe
 
 
