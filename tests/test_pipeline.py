@@ -95,6 +95,8 @@ def test_dvc_repro_then_noop_then_experiment(reproduced):
     assert set(shown) == {"reports/metrics.json", "reports/dvclive/videonarrator/metrics.json",
                           "reports/dvclive/text_only/metrics.json"}
     assert shown["reports/dvclive/videonarrator/metrics.json"]["data"]["step"] == 2
+    assert set(shown["reports/dvclive/text_only/metrics.json"]["data"]["text_only"]) == {
+        "train_loss", "val_loss", "clips_per_s"}
     plots = run(["dvc", "plots", "show", "--json"], project, stdout_only=True)
     assert "reports/dvclive/videonarrator/plots/metrics/train/loss.tsv" in plots
 

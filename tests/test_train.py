@@ -134,7 +134,7 @@ def test_training_log_goes_to_dvclive_and_the_report(tmp_path):
     assert json.loads(report.read_text())["log"] == log                     # the whole run, for figures
     live = tmp_path / "dvclive" / "text_only"
     assert json.loads((live / "metrics.json").read_text()) == {             # headline numbers only
-        "train": {"loss": 2.25}, "val": {"loss": 2.2}, "clips_per_s": 1.5, "step": 2}
+        "text_only": {"train_loss": 2.25, "val_loss": 2.2, "clips_per_s": 1.5}, "step": 2}
     plots = live / "plots" / "metrics"
     assert (plots / "train/loss.tsv").read_text().split() == ["step", "loss", "1", "2.5", "2", "2.0"]
     assert (plots / "train/lr.tsv").read_text().split() == ["step", "lr", "1", "0.1", "2", "0.05"]

@@ -287,10 +287,12 @@ def accelerator(precision: str):
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
-def headline(result: dict) -> dict:
-    """The numbers a training run is compared by (``dvc exp show``, ``dvc metrics diff``)."""
-    return {"train": {"loss": result.get("final_loss")}, "val": {"loss": result.get("val_loss")},
-            "clips_per_s": result.get("clips_per_s")}
+def headline(result: dict, system: str) -> dict:
+    """The numbers a training run is compared by (``dvc exp show``, ``dvc metrics diff``), under the
+    system's name: as ``<system>.train_loss`` they sit beside the evaluation's ``<system>.CIDEr``
+    in one ``dvc exp show`` column namespace, not in columns prefixed by each file's path."""
+    return {system: {"train_loss": result.get("final_loss"), "val_loss": result.get("val_loss"),
+                     "clips_per_s": result.get("clips_per_s")}}
 
 
 def log_training(log: list[dict], summary: dict, directory: str | Path) -> Path:
@@ -366,7 +368,7 @@ def write_train_report(result: dict, system: str, reports_dir: str | Path = "rep
     from .io import write_json
 
     reports_dir = Path(reports_dir)
-    log_training(result["log"], headline(result), reports_dir / "dvclive" / system)
+    log_training(result["log"], headline(result, system), reports_dir / "dvclive" / system)
     path = reports_dir / ("train.json" if system == "videonarrator" else f"train_{system}.json")
     write_json(path, {"system": system, **result})
     return path
