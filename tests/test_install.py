@@ -4,6 +4,7 @@ Slow (minutes: pip resolves and installs torch and the rest from its index or ca
 what the pins in requirements.txt cannot: that pyproject.toml's dependencies alone suffice.
 """
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,13 @@ def test_pip_install_in_an_empty_venv_brings_every_runtime_dependency(tmp_path):
     # the outer environment's PYTHONPATH (a checkout's src/) would hide a broken install
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run([py, "-m", "pip", "install", "-q", str(ROOT)], env=env, capture_output=True, text=True,
+    # from a copy of what the package is built from: pip builds a local folder in place (build/)
+    pkg = tmp_path / "pkg"
+    shutil.copytree(ROOT / "src" / "videonarrator", pkg / "src" / "videonarrator",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, pkg / name)
+    proc = subprocess.run([py, "-m", "pip", "install", "-q", str(pkg)], env=env, capture_output=True, text=True,
                           timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = subprocess.run([py, "-c", IMPORT_ALL], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
