@@ -37,8 +37,11 @@ def test_real_data_profile_runs_through_dvc(project, esync_path):
     assert (project / "reports/esyncvidstory/results.md").read_text().count("| text_only |") == 1
     assert (project / "reports/figures/esyncvidstory_data/overview.png").is_file()
 
-    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project, stdout_only=True))
+    shown = json.loads(run(["dvc", "metrics", "show", "--json", "reports/esyncvidstory/metrics.json"], project,
+                           stdout_only=True))   # by path: not a declared metric of the default job
     assert "text_only" in shown[""]["data"]["reports/esyncvidstory/metrics.json"]["data"]
+    assert "spoken_fit" in shown[""]["data"]["reports/esyncvidstory/metrics.json"]["data"]["text_only"]
+    assert (project / "reports/esyncvidstory/dvclive/plots/metrics/train/loss.tsv").is_file()
     assert "up to date" in run(["dvc", "repro", "esyncvidstory/dvc.yaml"], project)
 
 

@@ -86,3 +86,32 @@ def test_missing_model_fails_before_decoding(setup, tmp_path, capsys):
     assert code == 1 and "trained model" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert narrate.main(["x.mp4", str(sheet), "--storyline", "nonsense"]) == 2
+
+
+@pytest.mark.slow
+def test_voice_writes_a_narrated_copy_whose_utterances_start_at_the_cues(setup, real_video, tmp_path, capsys):
+    """The acceptance command: `videonarrator-narrate VIDEO product.yaml --voice`."""
+    import shutil
+
+    from test_voice import decoded_voice, quiet_before, utterance_starts, video_packets
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng): nothing to speak with")
+    root, params, sheet = setup
+    params = {**params, "evaluate": {**params["evaluate"], "max_new_tokens": 6}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    code = narrate.main([str(real_video), str(sheet), "--voice", "--max-clip-s", "2", "--model", str(root / "model"),
+                         "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    out = tmp_path / "out" / f"{real_video.stem}.narrated.mp4"
+    assert f"mp4: {out}" in capsys.readouterr().out
+    cues = read_subtitles(tmp_path / "out" / f"{real_video.stem}.srt")
+    report = json.loads((tmp_path / "out" / f"{real_video.stem}.json").read_text())
+    assert len(cues) == sum(bool(c["narration"].strip()) for c in report["clips"]) >= 2
+    samples = decoded_voice(out)
+    starts = utterance_starts(samples)
+    assert len(starts) == len(cues)                                # one utterance per cue
+    for s, cue in zip(starts, cues):
+        assert cue.start <= s < cue.start + 0.1                   # starts with its cue...
+        assert quiet_before(samples, cue.end)                     # ...and is over before the cue ends
+    assert video_packets(out) == video_packets(real_video)

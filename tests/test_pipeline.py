@@ -89,8 +89,16 @@ def test_dvc_repro_then_noop_then_experiment(reproduced):
     run(["dvc", "exp", "run", "-S", "prepare.n_videos=5", "prepare"], project)
     metrics = json.loads((project / "reports/prepare.json").read_text())
     assert metrics["videos"] == 5
-    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project, stdout_only=True))
-    assert shown[""]["data"]["reports/prepare.json"]["data"]["videos"] == 5
+    assert "failed to load" not in run(["dvc", "metrics", "show"], project)   # no warning about absent metrics
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project, stdout_only=True))[""]["data"]
+    # metrics are the headline results only: evaluation and DVCLive's training summaries, no dataset statistics
+    assert set(shown) == {"reports/metrics.json", "reports/dvclive/videonarrator/metrics.json",
+                          "reports/dvclive/text_only/metrics.json"}
+    assert shown["reports/dvclive/videonarrator/metrics.json"]["data"]["step"] == 2
+    assert set(shown["reports/dvclive/text_only/metrics.json"]["data"]["text_only"]) == {
+        "train_loss", "val_loss", "clips_per_s"}
+    plots = run(["dvc", "plots", "show", "--json"], project, stdout_only=True)
+    assert "reports/dvclive/videonarrator/plots/metrics/train/loss.tsv" in plots
 
 
 @pytest.mark.slow

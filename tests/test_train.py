@@ -149,13 +149,25 @@ def test_two_processes_on_cpu_agree_on_the_weights(project, tmp_path):
     assert len(report["rank_checksums"]) == 2 and len(set(report["rank_checksums"])) == 1
 
 
-def test_loss_log_round_trips_through_the_csvs(tmp_path):
-    from videonarrator.train import read_loss_log, write_train_report
+def test_training_log_goes_to_dvclive_and_the_report(tmp_path):
+    from videonarrator.train import write_train_report
 
-    log = [{"step": 1, "loss": 2.5, "lr": 0.1}, {"step": 2, "loss": 2.0, "lr": 0.1, "val_loss": 2.2}]
-    write_train_report({"log": log, "steps": 2}, "text_only", tmp_path)
-    assert read_loss_log(tmp_path, "text_only") == [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.0, "val_loss": 2.2}]
-    assert (tmp_path / "train_text_only.json").exists() and read_loss_log(tmp_path, "videonarrator") == []
+    log = [{"step": 1, "loss": 2.5, "lr": 0.1}, {"step": 2, "loss": 2.0, "lr": 0.05, "val_loss": 2.2}]
+    result = {"log": log, "steps": 2, "final_loss": 2.25, "val_loss": 2.2, "clips_per_s": 1.5, "wall_s": 3.0}
+    report = write_train_report(result, "text_only", tmp_path)
+    assert report == tmp_path / "train_text_only.json"
+    assert json.loads(report.read_text())["log"] == log                     # the whole run, for figures
+    live = tmp_path / "dvclive" / "text_only"
+    assert json.loads((live / "metrics.json").read_text()) == {             # headline numbers only
+        "text_only": {"train_loss": 2.25, "val_loss": 2.2, "clips_per_s": 1.5}, "step": 2}
+    plots = live / "plots" / "metrics"
+    assert (plots / "train/loss.tsv").read_text().split() == ["step", "loss", "1", "2.5", "2", "2.0"]
+    assert (plots / "train/lr.tsv").read_text().split() == ["step", "lr", "1", "0.1", "2", "0.05"]
+    assert (plots / "val/loss.tsv").read_text().split() == ["step", "loss", "2", "2.2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dvclive", "train_text_only.json"]   # no temporaries
+    write_train_report({**result, "log": log[:1]}, "text_only", tmp_path)   # a rerun replaces, never appends
+    assert (plots / "train/loss.tsv").read_text().split() == ["step", "loss", "1", "2.5"]
+    assert not (plots / "val/loss.tsv").exists()
 
 
 def test_training_can_start_from_saved_qformer_weights(project, tmp_path):

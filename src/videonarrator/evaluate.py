@@ -28,6 +28,7 @@ from .dataset import visual_inputs
 from .generate import ClipOutput, GenerationConfig, narrate_videos
 from .model import VideoNarrator, position_bucket
 from .schema import Video, text_length
+from .voice import spoken_fit
 
 POSITION_BINS = 5   # relative-position bins of the label-by-position prior
 
@@ -148,6 +149,7 @@ def score_system(n: Narrations, test: list[Video], language: str, encoder=None, 
             out["METEOR"] = M.meteor(refs, hyps, language)
         out["sync_in_window"] = M.sync_in_window(hyps, windows, language)
         out["length_error"] = M.length_error(hyps, windows, language)
+        out.update(spoken_fit(hyps, [c.end - c.start for _, _, c, _ in rows], language))
         stories = [[o.text for o in n.given[v.id]] for v in test]
         out["repetition"] = M.mean_repetition(stories, language)
         if knowledge_vocab is not None:   # synthetic data: exact grounding
@@ -175,8 +177,8 @@ def narrations_to_json(n: Narrations) -> dict:
 def results_table(metrics: dict[str, dict[str, float]], descriptions: dict[str, str]) -> str:
     """A markdown table: one row per system, one column per metric (blank where not defined)."""
     columns = [c for c in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "sync_in_window", "length_error",
-                           "label_acc", "visual_attr_acc", "hallucination_rate", "info_sim", "info_diverse",
-                           "repetition", "emscore") if any(c in m for m in metrics.values())]
+                           "spoken_fit", "spoken_overrun_s", "label_acc", "visual_attr_acc", "hallucination_rate",
+                           "info_sim", "info_diverse", "repetition", "emscore") if any(c in m for m in metrics.values())]
     lines = ["| system | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name, m in metrics.items():
         cells = [f"{m[c]:.3f}" if c in m else "" for c in columns]

@@ -9,6 +9,8 @@ by clip with a trained model (``models/videonarrator``) and writes
 ``<name>.srt``, ``<name>.vtt`` and ``<name>.json`` (clips, windows, labels,
 narrations).  Without a storyline the model predicts each clip's script label
 (generated-storyline mode); ``--storyline a,b,c`` gives one label per clip.
+``--voice`` also speaks each narration from its clip's start (espeak-ng) into
+``<name>.narrated.mp4``, a copy of the video with the voice-over as its audio.
 
 The product sheet is YAML or JSON::
 
@@ -96,8 +98,9 @@ def encode_clips(tower, frames: np.ndarray, spans, fps: float, tau: float) -> Vi
 
 def narrate_file(video_path: str | Path, sheet: str | Path, out_dir: str | Path, settings: Settings,
                  model_dir: str | Path = "models/videonarrator", storyline: list[str] | None = None,
-                 language: str = "en", max_clip_s: float = 8.0, progress: bool = True) -> dict[str, Path]:
-    """The whole path for one video; returns the written files {"srt", "vtt", "json"}.
+                 language: str = "en", max_clip_s: float = 8.0, progress: bool = True,
+                 voice: bool = False) -> dict[str, Path]:
+    """The whole path for one video; returns the written files {"srt", "vtt", "json"} (and "mp4" with ``voice``).
 
     ``settings`` (params.yaml) give the clip cutting, the vision tower, tau and decoding.
     """
@@ -111,6 +114,11 @@ def narrate_file(video_path: str | Path, sheet: str | Path, out_dir: str | Path,
     for what, path in (("trained model", model_dir / "config.json"), ("base LLM", llm_path)):
         if not path.exists():  # check before the long work starts
             raise FileNotFoundError(f"{what} {path} does not exist; run `dvc repro train` first (or pass --model)")
+    if voice:
+        from . import voice as speech
+
+        speech.check_language(language)  # both fail before the long work, not after it
+        speech.espeak_path()
     spans, frames, info = cut_video(video_path, settings.prepare(), max_clip_s)
     video = build_video(video_path.stem, product, spans, language, storyline)
     model = VideoNarrator.from_pretrained(model_dir, llm_path, trust_remote_code=settings["llm"]["trust_remote_code"])
@@ -121,7 +129,8 @@ def narrate_file(video_path: str | Path, sheet: str | Path, out_dir: str | Path,
     gen = settings.generation(mode="given" if storyline else "generated", batch_size=1)
     outputs = narrate_videos(model, [video], {video.id: visual}, gen, progress=progress)[video.id]
 
-    cues = cues_from_clips(video.clips, [o.text for o in outputs])
+    texts = [o.text for o in outputs]
+    cues = cues_from_clips(video.clips, texts)
     stem = out_dir / video.id
     written = {"srt": write_subtitles(cues, stem.with_suffix(".srt")),
                "vtt": write_subtitles(cues, stem.with_suffix(".vtt"))}
@@ -130,6 +139,11 @@ def narrate_file(video_path: str | Path, sheet: str | Path, out_dir: str | Path,
               "length": o.length, "in_window": o.in_window,
               "frames_kept": len(visual.kept[c.index]) if visual else 0}
              for c, o in zip(video.clips, outputs)]
+    if voice:
+        track, spoken = speech.voice_track(video.clips, texts, language, info.duration)
+        written["mp4"] = speech.write_narrated_video(video_path, track, stem.with_suffix(".narrated.mp4"))
+        for clip, s in zip(clips, spoken):
+            clip.update(s)
     write_json(stem.with_suffix(".json"), {"video": str(video_path), "product": product.name,
                                            "mode": gen.mode, "clips": clips})
     written["json"] = stem.with_suffix(".json")
@@ -149,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storyline", default=None, help="comma-separated labels, one per clip (else predicted)")
     parser.add_argument("--language", default="en", choices=sorted(UNITS_PER_SECOND))
     parser.add_argument("--max-clip-s", type=float, default=8.0, help="longer shots are split into clips this long")
+    parser.add_argument("--voice", action="store_true",
+                        help="also speak the narrations (espeak-ng) into <name>.narrated.mp4")
     args = parser.parse_args(argv)
     storyline = [s.strip() for s in args.storyline.split(",")] if args.storyline else None
     for label in storyline or []:
@@ -157,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         written = narrate_file(args.video, args.sheet, args.out, Settings.load(args.params), args.model, storyline,
-                               args.language, args.max_clip_s)
+                               args.language, args.max_clip_s, voice=args.voice)
     except (FileNotFoundError, ValueError, ParamsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

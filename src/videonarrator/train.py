@@ -19,7 +19,6 @@ share of each, so the result does not depend on where a run was resumed.
 """
 from __future__ import annotations
 
-import csv
 from contextlib import nullcontext
 import hashlib
 import math
@@ -329,14 +328,32 @@ def accelerator(precision: str):
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
-def write_loss_csv(log: list[dict], path: str | Path, key: str = "loss") -> None:
-    """``step,<key>`` rows for a DVC plot (only the steps that have the key)."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["step", key])
-        for e in log:
-            if key in e:
-                w.writerow([e["step"], f"{e[key]:.6f}"])
+def headline(result: dict, system: str) -> dict:
+    """The numbers a training run is compared by (``dvc exp show``, ``dvc metrics diff``), under the
+    system's name: as ``<system>.train_loss`` they sit beside the evaluation's ``<system>.CIDEr``
+    in one ``dvc exp show`` column namespace, not in columns prefixed by each file's path."""
+    return {system: {"train_loss": result.get("final_loss"), "val_loss": result.get("val_loss"),
+                     "clips_per_s": result.get("clips_per_s")}}
+
+
+def log_training(log: list[dict], summary: dict, directory: str | Path) -> Path:
+    """A run's per-step log as a DVCLive folder: ``plots/metrics/{train/loss,train/lr,val/loss}.tsv``
+    by step (``dvc plots show``) and ``metrics.json`` = ``summary`` (the headline numbers, not the
+    last value of every series).  Written whole in a temporary folder, then renamed into place."""
+    from dvclive import Live
+
+    with atomic_path(directory) as tmp:
+        # dvcyaml=None: the pipeline's dvc.yaml declares these files; no git experiment of DVCLive's own
+        with Live(dir=str(tmp), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+            for e in log:
+                live.step = e["step"]
+                live.log_metric("train/loss", e["loss"])
+                if "lr" in e:
+                    live.log_metric("train/lr", e["lr"])
+                if "val_loss" in e:
+                    live.log_metric("val/loss", e["val_loss"])
+            live.summary = dict(summary)
+    return Path(directory)
 
 
 def train_system(params: dict, system: str, root: str | Path = ".", progress: bool = True,
@@ -393,16 +410,15 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
 
 
 def write_train_report(result: dict, system: str, reports_dir: str | Path = "reports") -> Path:
-    """reports/train_<system>.json, plus the loss CSVs that DVC plots (one naming rule for every
-    system, so one DVC ``foreach`` stage trains them all)."""
+    """``reports/dvclive/<system>/`` (DVCLive: per-step plots, headline metrics) and the whole run
+    report with its per-step log, ``reports/train_<system>.json`` (one naming rule for every system,
+    so one DVC ``foreach`` stage trains them all); returns the report's path."""
     from .io import write_json
 
     reports_dir = Path(reports_dir)
-    stem = f"train_{system}"
-    write_loss_csv(result["log"], reports_dir / f"{stem}_loss.csv")
-    write_loss_csv(result["log"], reports_dir / f"{stem}_val_loss.csv", key="val_loss")
-    path = reports_dir / f"{stem}.json"
-    write_json(path, {"system": system, **{k: v for k, v in result.items() if k != "log"}})
+    log_training(result["log"], headline(result, system), reports_dir / "dvclive" / system)
+    path = reports_dir / f"train_{system}.json"
+    write_json(path, {"system": system, **result})
     return path
 
 
@@ -436,16 +452,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def read_loss_log(reports_dir: str | Path, system: str) -> list[dict]:
-    """The per-step log of a finished run back from its loss CSVs (train and validation)."""
-    reports_dir = Path(reports_dir)
-    stem = f"train_{system}"
-    rows: dict[int, dict] = {}
-    for key, path in (("loss", reports_dir / f"{stem}_loss.csv"), ("val_loss", reports_dir / f"{stem}_val_loss.csv")):
-        if path.exists():
-            with open(path, newline="") as f:
-                for r in csv.DictReader(f):
-                    rows.setdefault(int(r["step"]), {"step": int(r["step"])})[key] = float(r[key])
-    return [rows[s] for s in sorted(rows) if "loss" in rows[s]]
