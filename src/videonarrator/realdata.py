@@ -37,6 +37,7 @@ FIELD_EN = {
     "痛点": "pain point", "通用卖点": "general selling points", "外观": "appearance",
     "适用人群/肤质": "target users/skin type", "活动优惠": "promotion", "相关产品": "related products",
     "生产工艺": "production process", "鉴定/认证": "certification", "专利": "patent", "品牌故事": "brand story",
+    "售后服务": "after-sales service",
 }
 
 
