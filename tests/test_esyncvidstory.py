@@ -181,6 +181,7 @@ def test_release_short_empty_and_odd_timed_clips():
     ("产品推荐＋产品功效", ["product_recommendation", "product_efficacy"]),
     ("质地／成分／材质", ["texture_material"]),
     ("其他/通用卖点+引导购买", ["other_selling_points", "purchase_guidance"]),
+    ("通用卖点+质量/特性", ["other_selling_points", "quality_feature"]),
 ])
 def test_release_label_spellings_are_read_and_kept(label, keys):
     # The label line is the annotated string copied verbatim.
@@ -252,6 +253,14 @@ def test_bad_records_raise_naming_the_video(record, message):
     with pytest.raises(SchemaError) as err:
         parse_record(record)
     assert VID in str(err.value) and message in str(err.value)
+
+
+def test_a_per_clip_training_file_is_named():
+    # get_cut_data.py: one sample per clip, the scene line only in the current clip, no p_info
+    sample = {"shot_pos": 0, "shot_loc": 1, "inputs": RECORD["inputs"], "id": VID, "frames": RECORD["frames"][:1],
+              "images": RECORD["images"][:1]}
+    with pytest.raises(SchemaError, match="per-clip training sample .* get_cut_data.py.*give the split file"):
+        parse_record(sample)
 
 
 def test_missing_field_is_named():

@@ -37,9 +37,13 @@ LABEL_SEP = "+"
 # copies each clip's annotated label string verbatim (``剧本类型：{label}``), and annotators type on
 # Chinese keyboards, which give full-width "／" and "＋" as readily as "/" and "+".  The loader
 # keeps the line's exact text for writing it back; these only say which label it names.
+# Two labels are named like knowledge fields plus a qualifier (质量/特性 + 介绍, 其他/ + 通用卖点); the
+# field's bare name names the label unambiguously and is read as it.  (None of these variants occurs
+# in the 400 shared records; they are accepted, not required.)
 LABEL_SPELLINGS_ZH: dict[str, str] = {
     **LABEL_FROM_ZH,
     **{zh.replace("/", "／"): key for key, _, zh in LABEL_TABLE if "/" in zh},
+    "质量/特性": "quality_feature", "质量／特性": "quality_feature", "通用卖点": "other_selling_points",
 }
 _SEPARATORS_ZH = re.compile(r"\s*[+＋]\s*")
 

@@ -99,6 +99,9 @@ def _check_types(record: Any, where: str) -> None:
     if not isinstance(record, dict):
         raise SchemaError(f"{where}: a record must be a JSON object, got {type(record).__name__}")
     missing = [k for k in RECORD_KEYS if k not in record]
+    if missing and "shot_loc" in record:  # data/split/get_cut_data.py writes one training sample per clip
+        raise SchemaError(f"{where}: a per-clip training sample (keys {list(record)}, written by the release's "
+                          "get_cut_data.py), not a video record; give the split file it was cut from (test.json)")
     if missing:
         raise SchemaError(f"{where}: missing field(s) {missing}; an E-SyncVidStory record has {list(RECORD_KEYS)}")
     for key in ("id", "inputs", "p_info"):
