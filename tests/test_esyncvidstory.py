@@ -4,6 +4,8 @@ import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from videonarrator.data.esyncvidstory import (
     has_frames, load_esyncvidstory, load_esyncvidstory_report, parse_record,
@@ -198,6 +200,26 @@ def test_release_knowledge_variants():
                          inputs_p_info="售后服务：七天无理由"))
     v = round_trips(released([clip(0, 2)], p_info=""))
     assert v.product.knowledge == {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.fixed_dictionaries({
+    "time": st.tuples(st.integers(0, 30), st.integers(0, 30)),
+    "text": st.none() | st.text(alphabet="好用的面霜。，！a1", max_size=12),
+    "label": st.sampled_from(["产品推荐", "质地/成分/材质+产品功效", "产品推荐 + 引导购买", "质地／成分／材质"]),
+    "features": st.booleans()}), min_size=1, max_size=8))
+def test_every_record_the_release_rules_produce_loads_and_writes_back(clips):
+    r = released(clips)
+    if not r["frames"]:
+        return                                                   # the release writes no record without a block
+    v = round_trips(r)
+    narrated = [(k, c) for k, c in enumerate(clips) if c["text"] is not None]
+    kept = [(k, c) for k, c in narrated if c["features"]]
+    assert [c.narration for c in v.clips] == [c["text"] for _, c in kept]
+    assert [c.meta.get("number", c.index + 1) for c in v.clips] == [k + 1 for k, _ in kept]
+    if len(narrated) == len(kept) or len(narrated) == len(clips):   # which frame list is whose is known
+        own = {k: frames for (k, _), frames in zip(narrated, r["images"])}
+        assert [c.frames for c in v.clips] == [own[k] for k, _ in kept]
 
 
 def test_release_file_written_back_byte_for_byte(tmp_path):

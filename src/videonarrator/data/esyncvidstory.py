@@ -201,8 +201,11 @@ def _align_images(blocks: list[dict[str, Any]], images: list[list[str]], where: 
     from ``inputs``/``frames`` also the clips whose frames had no features (frames
     past the end of the video: the last clips), so ``images`` can hold more lists
     than there are blocks.  When ``images`` covers every clip number 1..N it is
-    indexed by number; otherwise the blocks take its lists in order and the
-    extra lists are the trailing clips without features.
+    indexed by number.  Otherwise the record does not say which lists lack a
+    block; we take them to be the trailing ones (frames past the end of the
+    video are what has no features) and give the blocks the lists in order.
+    Either way the lists without a block are kept, so the record writes back
+    unchanged.
     """
     total = blocks[0]["total"]
     if len(images) < len(blocks):
