@@ -21,6 +21,19 @@ def esync_path() -> Path:
 
 
 @pytest.fixture
+def esync400_path() -> Path:
+    """The first 400 official test records (set by CI to ../shared/data/esyncvidstory/test_first400.json)."""
+    value = os.environ.get("VN_ESYNCVIDSTORY_400")
+    if not value:
+        pytest.skip("VN_ESYNCVIDSTORY_400 is not set: point it at E-SyncVidStory test_first400.json "
+                    "(../shared/data/esyncvidstory/) to check the loader on 400 official records")
+    path = Path(value)
+    if not path.is_file():
+        pytest.fail(f"VN_ESYNCVIDSTORY_400={value} is not a file")
+    return path
+
+
+@pytest.fixture
 def real_video() -> Path:
     """A real video with real shots (set by CI to ../shared/data/videos/bigbuckbunny.mp4)."""
     value = os.environ.get("VN_VIDEO")

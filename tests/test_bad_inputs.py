@@ -275,6 +275,37 @@ def _(tmp_path, request):
     return msg
 
 
+@case("annotation: full-width digits in a window", "word window line", "it has full-width digits; write the "
+      "numbers with ASCII digits 0-9", SKIP_HINT)
+def _(tmp_path, request):
+    msg = annotation_error(tmp_path, edited("字数要求：7-13个字", "字数要求：７-１３个字", id="d" * 32))
+    assert f"video '{'d' * 32}' clip 1 line 10" in msg                # the clip and the line of 'inputs'
+    return msg
+
+
+@case("annotation: clip numbers out of order", "header says 镜头1/2 but it is clip 2 of 2",
+      "numbers must increase, stay <= N", SKIP_HINT)
+def _(tmp_path, request):
+    msg = annotation_error(tmp_path, edited("镜头2/2：", "镜头1/2：", id="n" * 32))
+    assert f"video '{'n' * 32}' clip 2 line 13" in msg
+    return msg
+
+
+@case("annotation: empty list", "the list of video records is empty", "point to a split file with records")
+def _(tmp_path, request):
+    path = write_split(tmp_path, [])
+    msg = message_of(ValueError, load_esyncvidstory, path)
+    assert str(path) in msg
+    return msg
+
+
+@case("annotation: a directory", "is a directory; give the split file inside it")
+def _(tmp_path, request):
+    msg = message_of(IsADirectoryError, load_esyncvidstory, tmp_path)
+    assert str(tmp_path) in msg
+    return msg
+
+
 @case("annotation: not UTF-8", "not UTF-8 text", "re-save the file as UTF-8")
 def _(tmp_path, request):
     path = tmp_path / "latin1.json"

@@ -4,6 +4,8 @@ import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from videonarrator.data.esyncvidstory import (
     has_frames, load_esyncvidstory, load_esyncvidstory_report, parse_record,
@@ -89,20 +91,176 @@ def test_inputs_knowledge_differing_from_p_info_is_kept():
     assert to_official(v) == r
 
 
+# -- format variants the release's building code produces -------------------------------
+# data_process/get_training_data.py writes 'inputs' and 'frames'; data/split/split.py adds 'images'
+# and 'p_info'.  `released` applies their rules (as read, not copied) to annotated clips, so each
+# test states the annotation situation and the record follows from the rules alone.
+
+def released(clips, vid=VID, name="测试牌面霜", p_info="功效：保湿", inputs_p_info=None):
+    """The record the release writes for annotated ``clips``: dicts with ``time`` (seconds, as
+    annotated), ``label`` (the annotated string), ``text`` (None: not narrated) and ``features``
+    (False: no frame features)."""
+    blocks, features, images = [], [], []
+    for fi, c in enumerate(clips):
+        st, et = int(c["time"][0]) + 1, int(c["time"][1]) + 1   # 1-based frame seconds
+        et = max(et, st + 1)                                      # at least one frame
+        if c.get("text") is None:                                 # not narrated: skipped, no renumbering
+            continue
+        images.append([f"{vid}_{sec:03d}.jpg" for sec in range(st, et)])   # split.py keeps it ...
+        if not c.get("features", True):                           # ... get_training_data.py does not
+            continue
+        n = len(c["text"])
+        blocks.append(f"镜头{fi + 1}/{len(clips)}：\n场景：<vid_start><vid_end>\n字数要求：{n - 3}-{n + 3}个字\n"
+                      f"剧本类型：{c['label']}\n{fi + 1}.{c['text']}")
+        features.append(f"{vid}_{fi}.pkl")
+    knowledge = p_info if inputs_p_info is None else inputs_p_info
+    return {"inputs": f"商品信息：\n名称：{name}\n{knowledge}\n\n广告视频：\n" + "\n".join(blocks),
+            "id": vid, "frames": features, "images": images, "p_info": p_info}
+
+
+def clip(t0, t1, text="这款面霜很好用。", label="产品推荐", **kw):
+    return {"time": (t0, t1), "text": text, "label": label, **kw}
+
+
+def round_trips(record):
+    v = parse_record(record)
+    assert to_official(v) == record
+    assert json.dumps(to_official(v), ensure_ascii=False) == json.dumps(record, ensure_ascii=False)
+    return v
+
+
+def test_release_plain_record():
+    v = round_trips(released([clip(0, 3), clip(3, 5, "质地轻薄。", "质地/成分/材质+产品功效")]))
+    assert [(c.start, c.end) for c in v.clips] == [(0, 3), (3, 5)]
+    assert "clips_total" not in v.meta and all("number" not in c.meta for c in v.clips)
+
+
+def test_release_unnarrated_clips_keep_their_numbers():
+    # Clips 2 and 4 of 5 have no narration: blocks 镜头1/5, 镜头3/5, 镜头5/5 and features _0, _2, _4.
+    r = released([clip(0, 2), clip(2, 4, None), clip(4, 7), clip(7, 8, None), clip(8, 10)])
+    assert "镜头3/5：" in r["inputs"] and "\n3.这款" in r["inputs"] and r["frames"][1] == f"{VID}_2.pkl"
+    v = round_trips(r)
+    assert len(v.clips) == 3 and v.meta["clips_total"] == 5
+    assert [c.meta.get("number", c.index + 1) for c in v.clips] == [1, 3, 5]
+    assert [len(c.frames) for c in v.clips] == [2, 3, 2]
+    # an edit is written back with the release's numbering
+    v.clips[1].narration = "改写的旁白。"
+    assert "镜头3/5：\n场景：<vid_start><vid_end>\n字数要求：5-11个字\n剧本类型：产品推荐\n3.改写的旁白。" \
+        in to_official(v)["inputs"]
+
+
+def test_release_trailing_clip_without_features_keeps_its_frame_list():
+    # The last clip's frames lie past the end of the video: no features, so no block, but split.py
+    # still lists its frames in 'images'.
+    r = released([clip(0, 2), clip(2, 5), clip(5, 9, features=False)])
+    assert len(r["images"]) == 3 and len(r["frames"]) == 2
+    v = round_trips(r)
+    assert [len(c.frames) for c in v.clips] == [2, 3]
+    assert v.meta["images_without_clip"] == [[2, r["images"][2]]] and v.meta["clips_total"] == 3
+
+
+def test_release_middle_clip_without_features_aligned_by_number():
+    # Every clip narrated, so 'images' has one list per clip number and the blocks index it by number.
+    r = released([clip(0, 2), clip(2, 6, features=False), clip(6, 7)])
+    v = round_trips(r)
+    assert [c.frames for c in v.clips] == [r["images"][0], r["images"][2]]
+    assert v.meta["images_without_clip"] == [[1, r["images"][1]]]
+
+
+def test_release_short_empty_and_odd_timed_clips():
+    # A 1-character and an empty narration give windows -2-4 and -3-3; a clip annotated with
+    # end <= start gets one frame; seconds may overlap the previous clip's.
+    r = released([clip(0, 3, "好"), clip(2.5, 2.5, ""), clip(1, 4)])
+    assert "字数要求：-2-4个字" in r["inputs"] and "字数要求：-3-3个字\n剧本类型：产品推荐\n2.\n" in r["inputs"]
+    v = round_trips(r)
+    assert [c.window for c in v.clips] == [(0, 4), (0, 3), (5, 11)]
+    assert v.clips[1].narration == "" and len(v.clips[1].frames) == 1
+    assert v.clips[2].frames[0] == f"{VID}_002.jpg"          # overlaps clip 1's seconds
+
+
+@pytest.mark.parametrize("label, keys", [
+    ("产品推荐 + 产品功效", ["product_recommendation", "product_efficacy"]),
+    ("产品推荐＋产品功效", ["product_recommendation", "product_efficacy"]),
+    ("质地／成分／材质", ["texture_material"]),
+    ("其他/通用卖点+引导购买", ["other_selling_points", "purchase_guidance"]),
+    ("通用卖点+质量/特性", ["other_selling_points", "quality_feature"]),
+])
+def test_release_label_spellings_are_read_and_kept(label, keys):
+    # The label line is the annotated string copied verbatim.
+    v = round_trips(released([clip(0, 2, label=label)]))
+    assert v.clips[0].labels == keys
+    v.clips[0].labels = ["pain_point"]                           # an edited label is written canonically
+    assert "剧本类型：痛点铺垫\n" in to_official(v)["inputs"]
+
+
+def test_release_knowledge_variants():
+    # p_info of split.py may differ from the prompt's copy, may be empty, and has 15 field kinds
+    # (售后服务 included); items may hold the field separator.
+    round_trips(released([clip(0, 2)], p_info="售后服务：七天无理由、运费险\n成分/材质：3：3：1配比",
+                         inputs_p_info="售后服务：七天无理由"))
+    v = round_trips(released([clip(0, 2)], p_info=""))
+    assert v.product.knowledge == {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.fixed_dictionaries({
+    "time": st.tuples(st.integers(0, 30), st.integers(0, 30)),
+    "text": st.none() | st.text(alphabet="好用的面霜。，！a1", max_size=12),
+    "label": st.sampled_from(["产品推荐", "质地/成分/材质+产品功效", "产品推荐 + 引导购买", "质地／成分／材质"]),
+    "features": st.booleans()}), min_size=1, max_size=8))
+def test_every_record_the_release_rules_produce_loads_and_writes_back(clips):
+    r = released(clips)
+    if not r["frames"]:
+        return                                                   # the release writes no record without a block
+    v = round_trips(r)
+    narrated = [(k, c) for k, c in enumerate(clips) if c["text"] is not None]
+    kept = [(k, c) for k, c in narrated if c["features"]]
+    assert [c.narration for c in v.clips] == [c["text"] for _, c in kept]
+    assert [c.meta.get("number", c.index + 1) for c in v.clips] == [k + 1 for k, _ in kept]
+    if len(narrated) == len(kept) or len(narrated) == len(clips):   # which frame list is whose is known
+        own = {k: frames for (k, _), frames in zip(narrated, r["images"])}
+        assert [c.frames for c in v.clips] == [own[k] for k, _ in kept]
+
+
+def test_release_file_written_back_byte_for_byte(tmp_path):
+    records = [released([clip(0, 2), clip(2, 3, None), clip(3, 6)]),
+               released([clip(0, 4, "好"), clip(4, 9, features=False)], vid="f" * 32)]
+    path = tmp_path / "test.json"
+    path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")   # as split.py writes it
+    out = tmp_path / "again.json"
+    save_esyncvidstory(load_esyncvidstory(path), out)
+    assert out.read_bytes() == path.read_bytes()
+
+
+def test_file_level_bad_inputs(tmp_path):
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps([RECORD], ensure_ascii=False).encode())
+    assert [v.id for v in load_esyncvidstory(bom)] == [VID]
+    with pytest.raises(SchemaError, match=r"empty\.json: the list of video records is empty"):
+        load_esyncvidstory(write(tmp_path, [], "empty.json"))
+    with pytest.raises(IsADirectoryError, match=rf"{tmp_path} is a directory; give the split file inside it"):
+        load_esyncvidstory(tmp_path)
+
+
 # -- errors ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("record, message", [
     (edited("剧本类型：产品推荐", "剧本类型：产品推荐+飞行表演"), "unknown script label '飞行表演'"),
     (edited("镜头1/2：\n场景：<vid_start><vid_end>\n", "镜头1/2：\n场景：<vid_start>\n"), "second line must be"),
     (edited("镜头1/2：\n场景：<vid_start><vid_end>\n", "镜头1/2：\n"), "expected 5 lines"),
-    (edited("1.推荐", "推荐"), "narration must start with '1.'"),
+    (edited("1.推荐", "推荐"), "clip 1 line 12: narration must start with the clip number '1.'"),
     (edited("剧本类型：产品推荐\n", ""), "expected 5 lines"),
-    (edited("镜头2/2", "镜头2/3"), "镜头2/3 but it is clip 2 of 2"),
+    (edited("镜头2/2", "镜头2/3"), "clip 2 line 13: header says 镜头2/3 but it is clip 2 of 2"),
     (edited("镜头2/2", "镜头3/2"), "镜头3/2 but it is clip 2 of 2"),
-    (edited("镜头1/2", "镜头2/2"), "镜头2/2 but it is clip 1 of 2"),
+    (edited("镜头2/2：", "镜头1/2："), "镜头1/2 but it is clip 2 of 2 after clip number 1"),
+    (edited("镜头1/2", "镜头1/1"), "N must be the same in every header and >= the number of clips"),
+    (edited("镜头1/2", "镜头２/2"), "'镜头２/2：' looks like a clip header but is not '镜头i/N：' with ASCII digits"),
+    (edited("字数要求：7-13个字", "字数要求：７-１３个字"), "line 10: word window line '字数要求：７-１３个字' is not "
+     "'字数要求：lo-hi个字': it has full-width digits; write the numbers with ASCII digits 0-9"),
+    (edited("字数要求：7-13个字", "字数要求：7 - 13个字"), "it has spaces; write it without spaces"),
     (edited("字数要求：7-13个字", "字数要求：13-7个字"), "lo > hi"),
     (edited("字数要求：7-13个字", "字数要求：七-十三个字"), "is not '字数要求：lo-hi个字'"),
-    (edited(images=RECORD["images"][:1]), "2 clip blocks in 'inputs', 1 frame lists in 'images', 2 feature files"),
+    (edited(images=RECORD["images"][:1]), "2 clip blocks in 'inputs' but only 1 frame lists in 'images'"),
     (edited(frames=RECORD["frames"] + ["extra.pkl"]), "3 feature files in 'frames'"),
     (edited(images=[[f"{VID}_001.jpg"], []]), "clip 2: no frames in 'images' (zero-length clip)"),
     (edited(images=[f"{VID}_001.jpg", f"{VID}_002.jpg"]), "'images' must be a list (one per clip) of lists"),
@@ -117,6 +275,14 @@ def test_bad_records_raise_naming_the_video(record, message):
     with pytest.raises(SchemaError) as err:
         parse_record(record)
     assert VID in str(err.value) and message in str(err.value)
+
+
+def test_a_per_clip_training_file_is_named():
+    # get_cut_data.py: one sample per clip, the scene line only in the current clip, no p_info
+    sample = {"shot_pos": 0, "shot_loc": 1, "inputs": RECORD["inputs"], "id": VID, "frames": RECORD["frames"][:1],
+              "images": RECORD["images"][:1]}
+    with pytest.raises(SchemaError, match="per-clip training sample .* get_cut_data.py.*give the split file"):
+        parse_record(sample)
 
 
 def test_missing_field_is_named():
@@ -226,8 +392,8 @@ def test_all_real_records_parse_and_round_trip(real, esync_path, tmp_path):
     for r, v in zip(raw, videos):
         assert to_official(v) == r, v.id
     out = tmp_path / "again.json"
-    save_esyncvidstory(videos, out)
-    assert out.read_bytes() == esync_path.read_bytes()  # the release file, byte for byte
+    save_esyncvidstory(videos, out, indent=1)
+    assert out.read_bytes() == esync_path.read_bytes()  # the shared subset is written with indent 1
 
 
 def test_real_clips_match_an_independent_regex_parse(real):
@@ -310,3 +476,18 @@ def test_statistics_on_all_real_records(real):
     assert sum(s["label_counts"].values()) == sum(ln.count("+") + 1 for ln in label_lines)
     assert s["multi_label_share"] == pytest.approx(sum("+" in ln for ln in label_lines) / len(label_lines))
     assert 0 < s["multi_label_share"] < 1
+
+
+def test_400_official_records_load_strictly_and_write_back_byte_for_byte(esync400_path, tmp_path):
+    from videonarrator.realdata import FIELD_EN
+
+    raw = json.loads(esync400_path.read_text(encoding="utf-8"))
+    videos = load_esyncvidstory(esync400_path)
+    assert len(raw) == len(videos) == 400
+    assert sum(len(v.clips) for v in videos) == sum(len(r["frames"]) for r in raw)
+    assert [to_official(v) for v in videos] == raw
+    out = tmp_path / "again.json"
+    save_esyncvidstory(videos, out)
+    assert out.read_bytes() == esync400_path.read_bytes()   # the release's own layout
+    fields = {f for v in videos for f in v.product.knowledge}
+    assert fields <= set(FIELD_EN), f"knowledge fields without an English gloss: {fields - set(FIELD_EN)}"

@@ -18,7 +18,7 @@ def test_real_data_profile_runs_through_dvc(project, esync_path):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["esyncvidstory"].update({"annotations": str(esync_path), "steps": 2, "batch_size": 2,
                                     "checkpoint_every": 0, "eval_every": 2, "test_fraction": 0.05,
-                                    "max_knowledge_chars": 40})
+                                    "max_knowledge_chars": 40, "n_boot": 50})
     params["evaluate"]["max_new_tokens"] = 8
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
 
@@ -34,7 +34,17 @@ def test_real_data_profile_runs_through_dvc(project, esync_path):
         assert {"BLEU-4", "ROUGE-L", "CIDEr", "sync_in_window", "length_error", "label_acc"} <= set(metrics[name])
     assert set(metrics["majority_label"]) == {"label_acc"}
     assert metrics["retrieval"]["sync_in_window"] > 0.5   # reference-length narrations from similar windows
-    assert (project / "reports/esyncvidstory/results.md").read_text().count("| text_only |") == 1
+    results = (project / "reports/esyncvidstory/results.md").read_text()
+    assert results.count("| text_only |") == 2                        # the plain table and the one with intervals
+    assert "| text_only - position_prior |" in results and "Per-label F1" in results
+    intervals = json.loads((project / "reports/esyncvidstory/intervals.json").read_text())
+    assert intervals["test_videos"] == 6 and intervals["n_boot"] == params["esyncvidstory"]["n_boot"]
+    acc = intervals["systems"]["position_prior"]["label_acc"]
+    assert acc["value"] == pytest.approx(metrics["position_prior"]["label_acc"]) and acc["n"] == intervals["test_clips"]
+    assert acc["lo"] <= acc["value"] <= acc["hi"]
+    assert {"BLEU-4", "CIDEr", "ROUGE-L", "sync_in_window", "repetition", "macro_f1"} <= set(intervals["systems"]["text_only"])
+    assert stats["label_distribution"]["product efficacy"]["clips"] > 0 and stats["paper"]["videos"] == 6032
+    assert "| clips per video |" in (project / "reports/esyncvidstory/statistics.md").read_text()
     assert (project / "reports/figures/esyncvidstory_data/overview.png").is_file()
 
     shown = json.loads(run(["dvc", "metrics", "show", "--json", "reports/esyncvidstory/metrics.json"], project,

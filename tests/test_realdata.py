@@ -49,7 +49,7 @@ def test_statistics_vs_paper_rows():
     stats = {"videos": 2, "clips": 6, "clips_per_video": {"mean": 3.0}, "units_per_second": 5.5,
              "clip_seconds_mean": 4.0}
     rows = {r["statistic"]: r for r in R.statistics_vs_paper(stats)}
-    assert rows["clips per video"]["this subset"] == 3.0
+    assert rows["clips per video"]["these videos"] == 3.0
     assert rows["clips per video"]["paper"] == pytest.approx(41292 / 6032)
     assert rows["clip seconds (mean)"]["paper"] is None
 
@@ -133,3 +133,74 @@ def test_prepare_official_names_a_video_without_frames_or_skips_it(esync_path, t
     assert len(videos) == 4 and [s["id"] for s in metrics["skipped_videos"]] == [records[4]["id"]]
     with pytest.raises(ValueError, match="frames_root is null"):
         R.prepare_official({**esv, "frames_root": None}, 0, tmp_path / "other", progress=False)
+
+
+# -- reporting with intervals over test videos ---------------------------------------------
+
+def out(text: str, labels):
+    from videonarrator.generate import ClipOutput
+
+    return ClipOutput(text=text, labels=labels, raw=text, length=len(text), in_window=True)
+
+
+def labelled_video(vid: str, labels: list[list[str]], narrations: list[str] | None = None) -> Video:
+    narrations = narrations or ["皮肤干燥怎么办"] * len(labels)
+    clips = [Clip(index=i, start=2.0 * i, end=2.0 * i + 2, window=(len(n) - 3, len(n) + 3), labels=lab, narration=n)
+             for i, (lab, n) in enumerate(zip(labels, narrations))]
+    return Video(id=vid, product=Product("面霜", {"功效": ["保湿"]}), clips=clips, language="zh")
+
+
+def test_label_report_counts_and_intervals_by_hand():
+    from videonarrator.evaluate import Narrations
+
+    test = [labelled_video("a", [["pain_point"], ["product_trial", "product_efficacy"]]),
+            labelled_video("b", [["pain_point"], ["purchase_guidance"]]),
+            labelled_video("c", [["product_trial"]])]
+    gen = {"a": [out("", ["pain_point"]), out("", ["product_trial"])],      # 1 of 2 exact (partial multi-label)
+           "b": [out("", ["pain_point"]), out("", None)],                    # no parsable label: wrong
+           "c": [out("", ["pain_point"])]}
+    rep = R.label_report(test, gen, n_boot=200, seed=0)
+    assert (rep["label_acc"]["k"], rep["label_acc"]["n"]) == (2, 5) and rep["label_acc"]["value"] == 0.4
+    f1 = {k: v["value"] for k, v in rep["label_f1"].items()}
+    # pain_point: TP 2, FP 1, FN 0 -> 0.8; product_trial: TP 1, FN 1 -> 2/3; efficacy, guidance: 0
+    assert f1 == pytest.approx({"pain_point": 0.8, "product_trial": 2 / 3, "purchase_guidance": 0.0,
+                                "product_efficacy": 0.0})
+    assert rep["label_f1"]["pain_point"]["support"] == 2 and rep["label_f1"]["pain_point"]["predicted"] == 3
+    assert rep["macro_f1"]["value"] == pytest.approx((0.8 + 2 / 3) / 4)
+    for m in (rep["label_acc"], rep["macro_f1"], rep["label_f1"]["pain_point"]):
+        assert m["lo"] <= m["value"] <= m["hi"]
+    assert R.label_report(test, gen, n_boot=200, seed=0) == rep          # seeded: identical on a rerun
+
+    # the paired difference against the position prior uses the same resampled videos
+    outputs = {"model": Narrations(given={}, generated=gen),
+               "position_prior": Narrations(given={}, generated={v.id: [out("", ["pain_point"])] * len(v.clips)
+                                                                 for v in test})}
+    report = R.interval_report(outputs, test, n_boot=200, seed=0)
+    d = report["differences"]["model - position_prior"]["label_acc"]
+    assert d["value"] == pytest.approx(0.4 - 0.4) and d["lo"] <= d["value"] <= d["hi"]
+    assert report["systems"]["position_prior"]["label_acc"]["k"] == 2
+    table = R.interval_tables(report)
+    assert "| model | 0.400 [" in table and "(2/5)" in table and "| pain point | 2 |" in table
+
+
+def test_caption_report_on_references_and_on_repeats():
+    texts = [["皮肤干燥怎么办呢", "这款面霜很滋润哦"], ["买二送一快来抢购", "成分安全又温和的"]]
+    test = [labelled_video(f"v{i}", [["pain_point"]] * 2, t) for i, t in enumerate(texts)]
+    perfect = {v.id: [out(c.narration, None) for c in v.clips] for v in test}
+    rep = R.caption_report(test, perfect, n_boot=100, seed=0)
+    assert rep["ROUGE-L"]["value"] == pytest.approx(1.0) and rep["BLEU-4"]["value"] == pytest.approx(1.0)
+    assert rep["sync_in_window"]["value"] == 1.0 and rep["sync_in_window"]["n"] == 4
+    assert rep["length_error"]["value"] == 0.0 and rep["repetition"]["value"] == 0.0
+    # one narration repeated through each video: every n-gram of its second clip is a repeat
+    repeated = {v.id: [out(v.clips[0].narration, None)] * 2 for v in test}
+    rep = R.caption_report(test, repeated, n_boot=100, seed=0)
+    assert rep["repetition"]["value"] == pytest.approx(0.5)
+    assert rep["ROUGE-L"]["lo"] <= rep["ROUGE-L"]["value"] <= rep["ROUGE-L"]["hi"] < 1.0
+
+
+def test_label_distribution_and_paper_rows():
+    videos = [labelled_video("a", [["pain_point"], ["pain_point", "product_trial"]])]
+    rows = R.label_distribution(videos)
+    assert rows[0] == {"label": "pain point", "name": "痛点铺垫", "clips": 2, "share": 1.0}
+    assert rows[1]["clips"] == 1 and rows[1]["share"] == 0.5 and len(rows) == 12
+    assert R.field_name_en("售后服务") == "after-sales service"

@@ -6,6 +6,7 @@ annotations (``label_definition.txt``).  A clip may carry several labels.
 """
 from __future__ import annotations
 
+import re
 from typing import Iterable, Sequence
 
 # key, English phrase, Chinese name (exactly as in the annotations)
@@ -33,6 +34,20 @@ LABEL_FROM_EN: dict[str, str] = {en: key for key, en, _ in LABEL_TABLE}
 # Multi-labels are joined with "+" in the annotations and in prompts.
 LABEL_SEP = "+"
 
+# Spellings the release's label line can carry besides the canonical names.  Its building code
+# copies each clip's annotated label string verbatim (``剧本类型：{label}``), and annotators type on
+# Chinese keyboards, which give full-width "／" and "＋" as readily as "/" and "+".  The loader
+# keeps the line's exact text for writing it back; these only say which label it names.
+# Two labels are named like knowledge fields plus a qualifier (质量/特性 + 介绍, 其他/ + 通用卖点); the
+# field's bare name names the label unambiguously and is read as it.  (None of these variants occurs
+# in the 400 shared records; they are accepted, not required.)
+LABEL_SPELLINGS_ZH: dict[str, str] = {
+    **LABEL_FROM_ZH,
+    **{zh.replace("/", "／"): key for key, _, zh in LABEL_TABLE if "/" in zh},
+    "质量/特性": "quality_feature", "质量／特性": "quality_feature", "通用卖点": "other_selling_points",
+}
+_SEPARATORS_ZH = re.compile(r"\s*[+＋]\s*")
+
 
 def check_label(key: str, where: str = "") -> str:
     """Return ``key`` if it is a known label key, else raise naming ``where``."""
@@ -51,17 +66,21 @@ def format_labels(keys: list[str], language: str = "en") -> str:
 def parse_labels(text: str, language: str = "en", where: str = "") -> list[str]:
     """Parse ``a+b`` label text (English phrases or Chinese names) into keys.
 
-    The separator is split on the full names first, because the Chinese name
-    ``质地/成分/材质`` contains no ``+`` but English phrases are matched whole.
+    English phrases are matched whole after splitting on ``+``.  Chinese text
+    takes the release's spellings (:data:`LABEL_SPELLINGS_ZH`) joined by ``+`` or
+    ``＋``, with or without spaces around them.
     """
-    lookup = LABEL_FROM_ZH if language == "zh" else LABEL_FROM_EN
+    if language == "zh":
+        lookup, parts = LABEL_SPELLINGS_ZH, _SEPARATORS_ZH.split(text.strip())
+    else:
+        lookup, parts = LABEL_FROM_EN, [p.strip() for p in text.strip().split(LABEL_SEP)]
     keys = []
-    for part in text.strip().split(LABEL_SEP):
-        part = part.strip()
+    for part in parts:
         if part not in lookup:
             at = f" in {where}" if where else ""
+            names = LABEL_FROM_ZH if language == "zh" else LABEL_FROM_EN
             raise ValueError(
-                f"unknown script label {part!r}{at}; expected one of: {', '.join(lookup)}"
+                f"unknown script label {part!r}{at}; expected one of: {', '.join(names)}"
             )
         keys.append(lookup[part])
     return keys

@@ -148,6 +148,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "batch_size": positive_int(),
         "checkpoint_every": Spec(int, lambda v: v >= 0, "an integer >= 0 (0: no checkpoints)"),
         "eval_every": positive_int(),
+        "n_boot": positive_int(),
     },
 }
 
