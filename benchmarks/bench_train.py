@@ -66,7 +66,7 @@ def setup(args) -> dict:
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     model_cfg, lora, tau = settings_from_params(params["model"])
-    seed = params["common"]["seed"]
+    seed = params["train"]["seed"]
     samples = training_samples(tok, split_videos(videos, "train"), features, tau, params["train"]["modes"], seed,
                                model_cfg.num_position_buckets)
     cfg = config_from(TrainConfig, params["train"], seed=seed)

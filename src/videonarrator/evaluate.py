@@ -153,10 +153,11 @@ def template_rows(test: list[Video], seed: int) -> dict[str, Narrations]:
 
 
 REFERENCE_DESCRIPTIONS = {
-    "chance": "analytic: a text-only guess among the values not yet stated in the video (the generator's rule); "
-              "a uniform guess among the 12 labels",
+    "chance": "analytic: every stated fact guessed among the values not yet stated in the video (the generator's "
+              "rule); a uniform guess among the 12 labels",
     "template_guess": "no learning: the synthetic generator's grammar, given the label, duration and knowledge, "
-                      "with guessed visible values",
+                      "with guessed visible values (it states the facts its own word budget allows, so it can "
+                      "fall below chance, which guesses every fact)",
     "template_oracle": "no learning: the same grammar with the true visible values (an upper reference)",
     "position_prior": "no learning: the most frequent training label at the clip's relative position, and the "
                       "training narration (same category) closest in position and window",
@@ -225,6 +226,53 @@ CONTROL_DESCRIPTIONS = {
     "shuffled_frames": "the trained videonarrator with each test video's frames replaced by the next test video's",
     "blank_frames": "the trained videonarrator with every clip shown as one blank grey frame",
 }
+
+
+# -- the roster ------------------------------------------------------------------------------
+
+ROW_ORDER = ("chance", "template_guess", "template_oracle", "position_prior", "majority_label", "retrieval",
+             "zero_shot", "text_only", "videonarrator", "shuffled_frames", "blank_frames")
+
+
+def narrate_systems(train: list[Video], test: list[Video], trained: list[str], llm: dict, model_params: dict,
+                    gen: GenerationConfig, features_dir: str | Path, tower=None, seed: int = 0,
+                    models_dir: str | Path = "models", synthetic: bool = True, progress: bool = True
+                    ) -> tuple[dict[str, Narrations], dict[str, str]]:
+    """Every row of the results table but ``chance``: the trained systems (loaded from
+    ``models_dir/<name>``, with free-running output), the two frame controls on
+    ``videonarrator`` (``tower`` encodes the blank frame), ``zero_shot`` and the
+    no-learning references.  Returns (outputs, descriptions), in :data:`ROW_ORDER`."""
+    import torch
+
+    from .systems import SYSTEMS, settings_from_params, system_config
+
+    outputs, descriptions = {}, {}
+    base_cfg, lora, tau = settings_from_params(model_params)
+    for system in trained:
+        narrator = VideoNarrator.from_pretrained(Path(models_dir) / system, llm["path"],
+                                                 trust_remote_code=llm["trust_remote_code"])
+        _, system_tau = system_config(system, base_cfg, tau)
+        outputs[system] = narrate_with_model(narrator, test, features_dir, system_tau, gen, progress, free=True)
+        descriptions[system] = SYSTEMS[system][0] + f"; trained by `03` for the same steps ({Path(models_dir) / system})"
+        if system == "videonarrator" and tower is not None:
+            real = {v.id: visual_inputs(v, features_dir, system_tau) for v in test}
+            controls = {"blank_frames": blank_visual(test, blank_frame_tokens(tower))}
+            if len(test) >= 2:   # one test video has no other video's frames to show
+                controls = {"shuffled_frames": shuffled_visual(test, real), **controls}
+            for name, visual in controls.items():
+                outputs[name] = narrate_with_model(narrator, test, None, system_tau, gen, progress, visual=visual)
+                descriptions[name] = CONTROL_DESCRIPTIONS[name]
+    torch.manual_seed(seed)   # the fresh LoRA adapter's A matrices (B = 0: the identity)
+    zero_shot = VideoNarrator.from_llm(replace(base_cfg, use_video=False), llm["path"], lora)
+    outputs["zero_shot"] = narrate_with_model(zero_shot, test, None, tau, gen, progress, free=True)
+    descriptions["zero_shot"] = ("the base LLM with the same prompt, no fine-tuning and no video "
+                                 "(a fresh LoRA adapter is the identity)")
+    rows, ref_descriptions = reference_rows(train, test, seed, synthetic)
+    outputs.update(rows)
+    descriptions.update(ref_descriptions)
+    order = {name: k for k, name in enumerate(ROW_ORDER)}
+    names = sorted(outputs, key=lambda n: order.get(n, len(order)))
+    return {n: outputs[n] for n in names}, {n: descriptions[n] for n in names}
 
 
 # -- scoring ------------------------------------------------------------------------------

@@ -126,12 +126,12 @@ def narrate_file(video_path: str | Path, sheet: str | Path, out_dir: str | Path,
     if model.visual is not None:
         f = params["features"]
         tower, _ = load_tower(TowerConfig(name=f["tower"], pretrained=f["pretrained"], image_size=f["image_size"],
-                                          seed=params["common"]["seed"]))
+                                          seed=params["train"]["seed"]))
         visual = encode_clips(tower, frames, spans, info.fps, params["model"]["tau"])
     ev = params["evaluate"]
     gen = GenerationConfig(mode="given" if storyline else "generated", temperature=ev["temperature"],
                            repetition_penalty=ev["repetition_penalty"], max_new_tokens=ev["max_new_tokens"],
-                           seed=params["common"]["seed"], batch_size=1)
+                           seed=params["train"]["seed"], batch_size=1)
     outputs = narrate_videos(model, [video], {video.id: visual}, gen, progress=progress)[video.id]
 
     cues = cues_from_clips(video.clips, [o.text for o in outputs])

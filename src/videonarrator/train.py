@@ -326,14 +326,14 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
     if model_cfg.use_video and features_dir is None:
         raise ValueError(f"system {system!r} needs frame features, and these videos have none; "
                          f"train text_only instead")
-    torch.manual_seed(params["common"]["seed"])  # the fresh LoRA and visual weights are seeded too
+    torch.manual_seed(params["train"]["seed"])  # the fresh LoRA and visual weights are seeded too
     narrator = VideoNarrator.from_llm(model_cfg, root / params["llm"]["path"], lora,
                                       trust_remote_code=params["llm"]["trust_remote_code"],
                                       attn_implementation=params["llm"]["attn_implementation"])
     if narrator.visual is not None and params["model"]["qformer_weights"]:
         narrator.visual.load_qformer(root / params["model"]["qformer_weights"])  # BLIP-2 start (paper)
     features_dir = features_dir if model_cfg.use_video else None
-    seed, modes = params["common"]["seed"], params["train"]["modes"]
+    seed, modes = params["train"]["seed"], params["train"]["modes"]
     buckets = model_cfg.num_position_buckets
     story = model_cfg.story_clips
     train_samples = training_samples(narrator.tokenizer, split_videos(videos, "train"), features_dir, tau,

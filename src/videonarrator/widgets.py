@@ -214,7 +214,7 @@ class NarrationExplorer:
             gen = GenerationConfig(temperature=ev.get("temperature", 0.1),
                                    repetition_penalty=ev.get("repetition_penalty", 1.1),
                                    max_new_tokens=ev.get("max_new_tokens", 100),
-                                   seed=params.get("common", {}).get("seed", 0))
+                                   seed=params.get("train", {}).get("seed", 0))
         if llm_path is None:             # params.yaml paths are relative to the project root
             llm = Path(params.get("llm", {}).get("path", "models/base_llm"))
             llm_path = llm if llm.is_absolute() else root / llm
