@@ -438,6 +438,16 @@ def paired_differences(outputs: dict[str, Narrations], test: list[Video], knowle
     return out
 
 
+def video_counts_json(outputs: dict[str, Narrations], test: list[Video], knowledge_vocab=None) -> dict:
+    """Per system and rate, the hits and counts of every test video (``reports/video_counts.json``):
+    what the seed study (:mod:`videonarrator.study`) pools across runs."""
+    systems = {}
+    for name, n in outputs.items():
+        counts = video_counts(n, test, knowledge_vocab)
+        systems[name] = {rate: {"hits": h, "counts": c} for rate, (h, c) in counts.items()}
+    return {"videos": [v.id for v in test], "systems": systems}
+
+
 def narrations_to_json(n: Narrations) -> dict:
     def clip(o: ClipOutput) -> dict:
         return {"text": o.text, "labels": o.labels, "length": o.length, "in_window": o.in_window, "stop": o.stop}
