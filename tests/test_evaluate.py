@@ -157,3 +157,33 @@ def test_controls_swap_or_blank_the_frames():
         E.shuffled_visual(test[:1], visual)
     blank = E.blank_visual(test, torch.zeros(1, 2, 4))
     assert len(blank["a"].clips) == 3 and all(float(c.abs().sum()) == 0 for c in blank["a"].clips)
+
+
+class ChatTokenizer:
+    """A stand-in for a tokenizer with a chat template (the real one is SmolLM2's, not in the tests)."""
+    chat_template = "x"
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        assert not tokenize and add_generation_prompt
+        return "<s>user\n" + messages[0]["content"] + "</s>\n<s>assistant\n"
+
+
+def test_zero_shot_prompt_has_the_chat_template_output_format_and_label_list(tiny_prepared):
+    from videonarrator.labels import LABELS, format_labels
+    from videonarrator.prompt import build_clip_prompt
+
+    _, videos, _ = tiny_prepared
+    v = videos[0]
+    options = E.zero_shot_options(ChatTokenizer())
+    assert options.chat == ("<s>user\n", "</s>\n<s>assistant\n") and options.instructions
+    given = build_clip_prompt(v, 1, "given", options=options)
+    assert given.prefix.startswith("<s>user\nProduct:") and given.suffix.endswith("<s>assistant\nNarration:")
+    assert "one line of" in given.suffix
+    generated = build_clip_prompt(v, 1, "generated", options=options)
+    assert generated.suffix.endswith("<s>assistant\n") and generated.target.startswith("Label:")
+    assert all(format_labels([k], "en") in generated.suffix for k in LABELS)
+    # the prefix stays append-only from clip to clip (the generation's KV cache relies on it)
+    nxt = build_clip_prompt(v, 2, "given", options=options)
+    assert nxt.prefix.startswith(given.prefix)
+    plain = build_clip_prompt(v, 1, "given")   # the trained narrator's own format is unchanged
+    assert "<s>" not in plain.prefix + plain.suffix and "one line of" not in plain.suffix

@@ -38,6 +38,7 @@ from .dataset import VisualInputs, visual_inputs
 from .generate import ClipOutput, GenerationConfig, narrate_videos
 from .labels import LABELS
 from .model import VideoNarrator, position_bucket
+from .prompt import PromptOptions, chat_wrap
 from .schema import Video, text_length
 
 POSITION_BINS = 5   # relative-position bins of the label-by-position prior
@@ -228,6 +229,12 @@ CONTROL_DESCRIPTIONS = {
 }
 
 
+def zero_shot_options(tokenizer) -> PromptOptions:
+    """An untrained LLM's prompt: its chat template (where it has one), the output format and the label list."""
+    chat = chat_wrap(tokenizer) if getattr(tokenizer, "chat_template", None) else None
+    return PromptOptions(chat=chat, instructions=True)
+
+
 # -- the roster ------------------------------------------------------------------------------
 
 ROW_ORDER = ("chance", "template_guess", "template_oracle", "position_prior", "majority_label", "retrieval",
@@ -264,9 +271,11 @@ def narrate_systems(train: list[Video], test: list[Video], trained: list[str], l
                 descriptions[name] = CONTROL_DESCRIPTIONS[name]
     torch.manual_seed(seed)   # the fresh LoRA adapter's A matrices (B = 0: the identity)
     zero_shot = VideoNarrator.from_llm(replace(base_cfg, use_video=False), llm["path"], lora)
+    zero_shot.prompt_options = zero_shot_options(zero_shot.tokenizer)
     outputs["zero_shot"] = narrate_with_model(zero_shot, test, None, tau, gen, progress, free=True)
-    descriptions["zero_shot"] = ("the base LLM with the same prompt, no fine-tuning and no video "
-                                 "(a fresh LoRA adapter is the identity)")
+    descriptions["zero_shot"] = ("the base LLM, no fine-tuning and no video (a fresh LoRA adapter is the identity), "
+                                 "given the same content in its chat template with the output format and the "
+                                 "label list spelled out")
     rows, ref_descriptions = reference_rows(train, test, seed, synthetic)
     outputs.update(rows)
     descriptions.update(ref_descriptions)

@@ -371,10 +371,12 @@ def _narrate_clip(model: VideoNarrator, states: list[_VideoState], i: int, cfg: 
     tails, cached, prompts = [], [], []
     for s in states:
         story = [o.text for o in s.outputs]
+        options = getattr(model, "prompt_options", None)   # set for the zero-shot row (evaluate)
         sample = clip_sample(tok, s.video, i, s.visual, cfg.mode, story_so_far=story, with_target=False,
-                             num_buckets=model.cfg.num_position_buckets, story_clips=model.cfg.story_clips)
+                             num_buckets=model.cfg.num_position_buckets, story_clips=model.cfg.story_clips,
+                             options=options)
         prompts.append(build_clip_prompt(s.video, i, mode=cfg.mode, story_so_far=story,
-                                         story_clips=model.cfg.story_clips))
+                                         story_clips=model.cfg.story_clips, options=options))
         ids = sample.prefix_ids.tolist()
         keep = 0 if cfg.reencode else _common_prefix(s.prefix_ids, ids)
         if keep < len(s.prefix_ids):   # the first clip (nothing cached yet), or a story window that slid

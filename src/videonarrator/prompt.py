@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .labels import format_labels, parse_labels
+from .labels import LABELS, format_labels, parse_labels
 from .schema import Video
 
 MODES = ("given", "generated")
@@ -41,6 +41,8 @@ class Template:
     label: str          # "Label:" marker (no trailing space)
     narration: str      # "Narration:" marker
     space: str          # between a marker and its value
+    instruct_given: str      # spelled-out output format (PromptOptions.instructions): "{lo}", "{hi}"
+    instruct_generated: str  # the same with the label list: "{lo}", "{hi}", "{labels}"
 
 
 TEMPLATES: dict[str, Template] = {
@@ -56,6 +58,10 @@ TEMPLATES: dict[str, Template] = {
         label="Label:",
         narration="Narration:",
         space=" ",
+        instruct_given='Write the narration of this clip in one line of {lo}-{hi} words after "Narration:".\n',
+        instruct_generated=('Write two lines. First "Label: " and the script label of this clip, one of: {labels} '
+                            '(join several with +). Then "Narration: " and the narration of this clip in '
+                            '{lo}-{hi} words.\n'),
     ),
     "zh": Template(
         product="商品：{name}\n",
@@ -69,8 +75,33 @@ TEMPLATES: dict[str, Template] = {
         label="标签：",
         narration="解说：",
         space="",
+        instruct_given="在“解说：”后用一行写出这一段的解说，{lo}-{hi}字。\n",
+        instruct_generated="写两行。第一行“标签：”加这一段的脚本标签，从以下选择：{labels}（多个用+连接）。第二行“解说：”加这一段的解说，{lo}-{hi}字。\n",
     ),
 }
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    """How a prompt is framed around its content.  The defaults are the trained narrator's own short
+    format; an LLM that was never fine-tuned on it (the zero-shot row) needs its chat template and
+    the output format and label list spelled out."""
+    chat: tuple[str, str] | None = None   # the LLM's chat template before / after a user message
+    instructions: bool = False            # spell out the output format (and, generated mode, the labels)
+
+
+def chat_wrap(tokenizer) -> tuple[str, str]:
+    """The text the tokenizer's chat template puts before and after one user message, up to the
+    start of the assistant's answer."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("this tokenizer has no chat template; use PromptOptions(chat=None)")
+    mark = "\u2063"   # an invisible separator that no template contains
+    text = tokenizer.apply_chat_template([{"role": "user", "content": mark}], tokenize=False,
+                                         add_generation_prompt=True)
+    if text.count(mark) != 1:
+        raise ValueError("the chat template does not place the user message exactly once")
+    before, after = text.split(mark)
+    return before, after
 
 
 @dataclass(frozen=True)
@@ -112,7 +143,7 @@ def build_prefix(video: Video, story_so_far: list[str], language: str | None = N
 
 def build_clip_prompt(video: Video, clip_index: int, mode: str = "given",
                       story_so_far: list[str] | None = None, language: str | None = None,
-                      story_clips: int | None = None) -> ClipPrompt:
+                      story_clips: int | None = None, options: PromptOptions | None = None) -> ClipPrompt:
     """The prompt of clip ``clip_index``.
 
     ``story_so_far``: the narrations of the earlier clips (default: their
@@ -120,7 +151,8 @@ def build_clip_prompt(video: Video, clip_index: int, mode: str = "given",
     model's own).  ``mode``: "given" puts the clip's labels in the suffix;
     "generated" makes them part of the target.  ``story_clips``: keep only the
     last that many narrations of the story (None: all), so a long video's prompt
-    stays bounded; the kept lines keep their clip numbers.
+    stays bounded; the kept lines keep their clip numbers.  ``options``: the chat template and
+    spelled-out instructions (:class:`PromptOptions`; None: the narrator's own format).
     """
     if mode not in MODES:
         raise ValueError(f"unknown prompt mode {mode!r}; expected one of {MODES}")
@@ -138,17 +170,26 @@ def build_clip_prompt(video: Video, clip_index: int, mode: str = "given",
     suffix = t.clip.format(i=clip_index + 1, n=len(video.clips), seconds=_seconds(clip.duration), lo=lo, hi=hi)
     label_line = f"{t.label}{t.space}{format_labels(clip.labels, language)}\n"
     narration = _one_line(clip.narration)
+    options = options or PromptOptions()
+    before, after = options.chat or ("", "")
     if mode == "given":
+        if options.instructions:
+            suffix += label_line + t.instruct_given.format(lo=lo, hi=hi)
+            label_line = ""
         # The narration follows "Narration:" on the same line, after the usual space.
-        suffix += label_line + t.narration
+        suffix += label_line + after + t.narration
         target = t.space + narration
     else:
+        if options.instructions:
+            labels = ", ".join(format_labels([k], language) for k in LABELS)
+            suffix += t.instruct_generated.format(lo=lo, hi=hi, labels=labels)
+        suffix += after
         target = f"{label_line}{t.narration}{t.space}{narration}"
     if story_clips is not None and story_clips < 1:
         raise ValueError(f"story_clips must be >= 1 or None, got {story_clips}")
     first = 1 if story_clips is None else max(1, clip_index - story_clips + 1)
-    return ClipPrompt(prefix=build_prefix(video, story_so_far[first - 1:], language, first), suffix=suffix,
-                      target=target)
+    return ClipPrompt(prefix=before + build_prefix(video, story_so_far[first - 1:], language, first),
+                      suffix=suffix, target=target)
 
 
 def _marker(word: str) -> re.Pattern:

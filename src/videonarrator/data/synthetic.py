@@ -169,7 +169,7 @@ OPENERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                            "Do not miss {promotion}."), ("promotion",)),
     "appearance_design": (("Look at this design.", "What a design.", "Check out the look."), ("appearance",)),
     "texture_material": (("It is made with {ingredients}.", "Inside is {ingredients}.",
-                          "Feel the {ingredients}."), ("ingredients",)),
+                          "Made from {ingredients}."), ("ingredients",)),
     "product_trial": (("Let us try it.", "Time for a test.", "Watch it in use."), ("efficacy", "quality")),
     "product_efficacy": (("It gives you {efficacy}.", "Expect {efficacy}.", "The result: {efficacy}."),
                          ("efficacy",)),
