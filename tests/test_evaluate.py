@@ -187,3 +187,19 @@ def test_zero_shot_prompt_has_the_chat_template_output_format_and_label_list(tin
     assert nxt.prefix.startswith(given.prefix)
     plain = build_clip_prompt(v, 1, "given")   # the trained narrator's own format is unchanged
     assert "<s>" not in plain.prefix + plain.suffix and "one line of" not in plain.suffix
+
+
+def test_no_position_leaves_no_position_in_the_prompt(tiny_prepared):
+    import re
+
+    from videonarrator.model import VideoNarratorConfig
+    from videonarrator.prompt import PromptOptions, build_clip_prompt
+    from videonarrator.systems import system_config
+
+    cfg, _ = system_config("no_position", VideoNarratorConfig(), 0.9)
+    assert not cfg.use_position and not cfg.position_text
+    _, videos, _ = tiny_prepared
+    v = videos[0]
+    p = build_clip_prompt(v, 2, "given", options=PromptOptions(position_text=cfg.position_text))
+    assert "Clip" not in p.suffix and not re.search(r"^\d+\. ", p.prefix, re.M)
+    assert "Clip 3/" in build_clip_prompt(v, 2, "given").suffix   # the full model keeps it

@@ -58,7 +58,7 @@ def clip_sample(tokenizer, video: Video, i: int, visual: VisualInputs | None, mo
 
 def training_samples(tokenizer, videos: list[Video], features_dir: str | Path | None, tau: float,
                      modes: list[str], seed: int, num_buckets: int = 100,
-                     story_clips: int | None = None) -> list[ClipSample]:
+                     story_clips: int | None = None, options: PromptOptions | None = None) -> list[ClipSample]:
     """One sample per clip; each clip's storyline mode is drawn from ``modes`` (seeded),
     so one model learns both to follow a given label and to predict it."""
     rng = np.random.default_rng(seed)
@@ -68,5 +68,5 @@ def training_samples(tokenizer, videos: list[Video], features_dir: str | Path | 
         for i in range(len(video.clips)):
             mode = modes[int(rng.integers(len(modes)))]
             samples.append(clip_sample(tokenizer, video, i, visual, mode, num_buckets=num_buckets,
-                                       story_clips=story_clips))
+                                       story_clips=story_clips, options=options))
     return samples

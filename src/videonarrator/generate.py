@@ -80,7 +80,7 @@ import torch
 
 from .dataset import VisualInputs, clip_sample
 from .model import ClipBatch, VideoNarrator, pad_embeds
-from .prompt import MODES, TEMPLATES, ClipPrompt, build_clip_prompt, parse_generated
+from .prompt import MODES, TEMPLATES, ClipPrompt, PromptOptions, build_clip_prompt, parse_generated
 from .schema import Video, text_length
 
 SENTENCE_END = ".!?。！？"
@@ -371,7 +371,8 @@ def _narrate_clip(model: VideoNarrator, states: list[_VideoState], i: int, cfg: 
     tails, cached, prompts = [], [], []
     for s in states:
         story = [o.text for o in s.outputs]
-        options = getattr(model, "prompt_options", None)   # set for the zero-shot row (evaluate)
+        # set on the zero-shot row (evaluate); a trained model's prompt follows its config
+        options = getattr(model, "prompt_options", None) or PromptOptions(position_text=model.cfg.position_text)
         sample = clip_sample(tok, s.video, i, s.visual, cfg.mode, story_so_far=story, with_target=False,
                              num_buckets=model.cfg.num_position_buckets, story_clips=model.cfg.story_clips,
                              options=options)

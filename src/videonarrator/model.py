@@ -54,6 +54,7 @@ class VideoNarratorConfig:
     num_query_tokens: int = 8         # Q (32 in the paper)
     patch_pos_embed: bool = True      # learned (P, W) embedding on the patch tokens
     use_position: bool = True         # clip-position embedding
+    position_text: bool = True        # "Clip i/n" and numbered story lines in the prompt
     num_position_buckets: int = 100
     use_memory: bool = True
     memory_frames: int = 1            # M: earlier frames averaged into this many groups (reference: 1)

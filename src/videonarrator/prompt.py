@@ -37,7 +37,9 @@ class Template:
     only_facts: str
     story: str          # header line before the earlier narrations
     story_line: str     # "{i}", "{text}"
+    story_line_unplaced: str  # "{text}" (PromptOptions.position_text False: no clip numbers)
     clip: str           # "{i}", "{n}", "{seconds}", "{lo}", "{hi}"
+    clip_unplaced: str  # "{seconds}", "{lo}", "{hi}" (no clip index or count)
     label: str          # "Label:" marker (no trailing space)
     narration: str      # "Narration:" marker
     space: str          # between a marker and its value
@@ -54,7 +56,9 @@ TEMPLATES: dict[str, Template] = {
         only_facts="Use only the facts above.\n",
         story="Story so far:\n",
         story_line="{i}. {text}\n",
+        story_line_unplaced="- {text}\n",
         clip="\nClip {i}/{n}, {seconds} seconds, write {lo}-{hi} words.\n",
+        clip_unplaced="\nThis clip: {seconds} seconds, write {lo}-{hi} words.\n",
         label="Label:",
         narration="Narration:",
         space=" ",
@@ -71,7 +75,9 @@ TEMPLATES: dict[str, Template] = {
         only_facts="只能使用上面的信息。\n",
         story="前文解说：\n",
         story_line="{i}. {text}\n",
+        story_line_unplaced="- {text}\n",
         clip="\n第{i}/{n}段，{seconds}秒，写{lo}-{hi}字。\n",
+        clip_unplaced="\n这一段：{seconds}秒，写{lo}-{hi}字。\n",
         label="标签：",
         narration="解说：",
         space="",
@@ -88,6 +94,7 @@ class PromptOptions:
     the output format and label list spelled out."""
     chat: tuple[str, str] | None = None   # the LLM's chat template before / after a user message
     instructions: bool = False            # spell out the output format (and, generated mode, the labels)
+    position_text: bool = True            # False: no "Clip i/n" and no story numbering (the no_position ablation)
 
 
 def chat_wrap(tokenizer) -> tuple[str, str]:
@@ -130,14 +137,16 @@ def _template(language: str) -> Template:
     return TEMPLATES[language]
 
 
-def build_prefix(video: Video, story_so_far: list[str], language: str | None = None, first: int = 1) -> str:
-    """Product, knowledge, the instruction and the story so far, numbered from ``first``."""
+def build_prefix(video: Video, story_so_far: list[str], language: str | None = None, first: int = 1,
+                 numbered: bool = True) -> str:
+    """Product, knowledge, the instruction and the story so far, numbered from ``first`` (or unnumbered)."""
     t = _template(language or video.language)
     parts = [t.product.format(name=video.product.name), t.knowledge]
     for name, items in video.product.knowledge.items():
         parts.append(t.field.format(field=name, items=t.item_sep.join(_one_line(x) for x in items)))
     parts += [t.only_facts, t.story]
-    parts += [t.story_line.format(i=first + i, text=_one_line(s)) for i, s in enumerate(story_so_far)]
+    line = t.story_line if numbered else t.story_line_unplaced
+    parts += [line.format(i=first + i, text=_one_line(s)) for i, s in enumerate(story_so_far)]
     return "".join(parts)
 
 
@@ -167,10 +176,11 @@ def build_clip_prompt(video: Video, clip_index: int, mode: str = "given",
         raise ValueError(f"video {video.id!r} clip {clip_index}: story_so_far has {len(story_so_far)} "
                          f"narrations, expected one per earlier clip ({clip_index})")
     lo, hi = clip.window
-    suffix = t.clip.format(i=clip_index + 1, n=len(video.clips), seconds=_seconds(clip.duration), lo=lo, hi=hi)
+    options = options or PromptOptions()
+    clip_line = t.clip if options.position_text else t.clip_unplaced
+    suffix = clip_line.format(i=clip_index + 1, n=len(video.clips), seconds=_seconds(clip.duration), lo=lo, hi=hi)
     label_line = f"{t.label}{t.space}{format_labels(clip.labels, language)}\n"
     narration = _one_line(clip.narration)
-    options = options or PromptOptions()
     before, after = options.chat or ("", "")
     if mode == "given":
         if options.instructions:
@@ -188,8 +198,8 @@ def build_clip_prompt(video: Video, clip_index: int, mode: str = "given",
     if story_clips is not None and story_clips < 1:
         raise ValueError(f"story_clips must be >= 1 or None, got {story_clips}")
     first = 1 if story_clips is None else max(1, clip_index - story_clips + 1)
-    return ClipPrompt(prefix=before + build_prefix(video, story_so_far[first - 1:], language, first),
-                      suffix=suffix, target=target)
+    prefix = build_prefix(video, story_so_far[first - 1:], language, first, numbered=options.position_text)
+    return ClipPrompt(prefix=before + prefix, suffix=suffix, target=target)
 
 
 def _marker(word: str) -> re.Pattern:

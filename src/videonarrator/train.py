@@ -316,6 +316,7 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
     """Train ``system`` on the train split of ``videos`` (val split for the validation loss); save it
     to ``out_dir``.  ``overrides`` replace keys of the train section (e.g. ``steps``)."""
     from .dataset import training_samples
+    from .prompt import PromptOptions
     from .params import config_from
     from .schema import split_videos
     from .systems import settings_from_params, system_config
@@ -336,10 +337,11 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
     seed, modes = params["train"]["seed"], params["train"]["modes"]
     buckets = model_cfg.num_position_buckets
     story = model_cfg.story_clips
+    options = PromptOptions(position_text=model_cfg.position_text)
     train_samples = training_samples(narrator.tokenizer, split_videos(videos, "train"), features_dir, tau,
-                                     modes, seed, buckets, story)
+                                     modes, seed, buckets, story, options)
     val_samples = training_samples(narrator.tokenizer, split_videos(videos, "val"), features_dir, tau,
-                                   modes, seed + 1, buckets, story)
+                                   modes, seed + 1, buckets, story, options)
     cfg = config_from(TrainConfig, params["train"], seed=seed, **overrides)
     return train(narrator, train_samples, val_samples, cfg, out_dir, progress, stop_after)
 
