@@ -69,3 +69,9 @@ def test_video_counts_json_holds_what_the_study_needs(tiny_prepared):
     assert {"visual_attr_acc", "label_acc", "sync_in_window", "hallucination_rate"} <= set(rates)
     m = E.score_system(outputs["retrieval"], test, "en", knowledge_vocab=vocab)
     assert sum(rates["visual_attr_acc"]["counts"]) == m["visual_attr_n"]
+
+
+def test_the_command_line_says_what_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert study.main(["table"]) == 1
+    assert "no runs under reports/study" in capsys.readouterr().err

@@ -163,12 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int, required=True)
     sub.add_parser("table", help="write reports/study.md and reports/study.json from the collected runs")
     args = ap.parse_args(argv)
-    if args.command == "run":
-        print(run_study(args.seeds))
-    elif args.command == "collect":
-        print(collect(args.seed))
-    else:
-        print(write_study())
+    try:
+        if args.command == "run":
+            print(run_study(args.seeds))
+        elif args.command == "collect":
+            print(collect(args.seed))
+        else:
+            print(write_study())
+    except (FileNotFoundError, ValueError, RuntimeError) as err:   # the message says what to do
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
