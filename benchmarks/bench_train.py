@@ -77,7 +77,7 @@ def setup(args) -> dict:
     train_videos = split_videos(videos, "train")
     model_cfg, lora, tau = (settings.model(vision_shape=stored_shape(features, train_videos[0])), settings.lora(),
                             settings.tau())
-    seed = params["common"]["seed"]
+    seed = settings.train_seed
     samples = training_samples(tok, train_videos, features, tau, params["train"]["modes"], seed,
                                model_cfg.num_position_buckets)
     cfg = settings.train()

@@ -107,14 +107,14 @@ def _render_frame(clip, colour: str, shape: str, size: int, t: float):
 
 
 def synthetic_config(**changes):
-    """data.synthetic.SyntheticConfig of the default profile (params.yaml prepare + common.seed), changed by ``changes``."""
+    """data.synthetic.SyntheticConfig of the default profile (params.yaml prepare + common.data_seed), changed by ``changes``."""
     from dataclasses import fields, replace
 
     from videonarrator.data.synthetic import SyntheticConfig
 
     params = default_params()
     names = {f.name for f in fields(SyntheticConfig)}
-    cfg = SyntheticConfig(seed=params["common"]["seed"], **{k: v for k, v in params["prepare"].items() if k in names})
+    cfg = SyntheticConfig(seed=params["common"]["data_seed"], **{k: v for k, v in params["prepare"].items() if k in names})
     return replace(cfg, **changes)
 
 

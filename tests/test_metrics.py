@@ -400,3 +400,27 @@ def test_repetition_hand_computed():
     assert mean_repetition([story, ["a b"]], "en", n=2) == pytest.approx(3 / 16)
     with pytest.raises(ValueError, match="empty"):
         repetition([], "en")
+
+
+def test_label_macro_f1_averages_per_label_f1():
+    from videonarrator.metrics import label_macro_f1
+
+    true = [["pain_point"], ["pain_point"], ["product_trial"], ["product_trial"]]
+    pred = [["pain_point"], ["product_trial"], ["product_trial"], ["product_trial"]]
+    # pain_point: tp 1, fn 1 -> 2/3; product_trial: tp 2, fp 1 -> 4/5
+    assert label_macro_f1(pred, true) == pytest.approx((2 / 3 + 4 / 5) / 2)
+    assert label_macro_f1(true, true) == 1.0
+
+
+def test_per_clip_counts_add_up_to_the_rates():
+    from videonarrator.metrics import hallucination_counts, hallucination_rate, visual_attr_acc, visual_attr_hits
+
+    vocab = {"colour": ["red", "blue"], "shape": ["round", "square"]}
+    texts = ["a red round one", "a blue square one", "nothing"]
+    facts = [{"colour": "red", "shape": "square"}, {"colour": "red"}, {"shape": "round"}]
+    hits = visual_attr_hits(texts, facts, vocab)
+    assert hits == [{"colour": 1, "shape": 0}, {"colour": 0}, {"shape": 0}]
+    assert visual_attr_acc(texts, facts, vocab) == pytest.approx(1 / 4)
+    allowed = [{"colour": {"red"}, "shape": {"square"}}, {"colour": {"red"}, "shape": {"square"}}, {}]
+    assert hallucination_counts(texts, allowed, vocab) == [(1, 2), (1, 2), (0, 0)]
+    assert hallucination_rate(texts, allowed, vocab) == pytest.approx(2 / 4)

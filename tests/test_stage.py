@@ -34,13 +34,13 @@ def fake_project(tmp_path, body):
 def test_parameters_come_from_params_yaml(tmp_path):
     root = fake_project(tmp_path, "import json, pathlib\n"
                                   "pathlib.Path('reports').mkdir(exist_ok=True)\n"
-                                  "json.dump({'n': prepare['n_videos'], 'seed': common['seed']}, open('reports/prepare.json', 'w'))")
+                                  "json.dump({'n': prepare['n_videos'], 'seed': common['data_seed']}, open('reports/prepare.json', 'w'))")
     out = stage.run_stage("prepare", root, log_output=False)
     assert out == root / "reports" / "01_prepare_data.ipynb" and out.is_file()
     import json
     params = yaml.safe_load((root / "params.yaml").read_text())
     assert json.loads((root / "reports/prepare.json").read_text()) == {
-        "n": params["prepare"]["n_videos"], "seed": params["common"]["seed"]}
+        "n": params["prepare"]["n_videos"], "seed": params["common"]["data_seed"]}
 
 
 @pytest.mark.slow

@@ -44,8 +44,14 @@ class Settings:
         return self.sections[section]
 
     @property
-    def seed(self) -> int:
-        return self["common"]["seed"]
+    def data_seed(self) -> int:
+        """The dataset's seed: synthetic videos, the split by video, the frozen tower's random init."""
+        return self["common"]["data_seed"]
+
+    @property
+    def train_seed(self) -> int:
+        """The training's seed: trained weights' init, sample order, decoding samples."""
+        return self["train"]["seed"]
 
     # -- data ---------------------------------------------------------------------
 
@@ -53,7 +59,7 @@ class Settings:
 
     def synthetic(self, **overrides: Any):
         from .data.synthetic import SyntheticConfig
-        return config_from(SyntheticConfig, self["prepare"], **{"seed": self.seed, **overrides})
+        return config_from(SyntheticConfig, self["prepare"], **{"seed": self.data_seed, **overrides})
 
     def prepare(self, **overrides: Any):
         from .prepare import PrepareConfig
@@ -63,7 +69,7 @@ class Settings:
         from .features import TowerConfig
         f = self["features"]
         return TowerConfig(**{"name": f["tower"], "pretrained": f["pretrained"], "image_size": f["image_size"],
-                              "seed": self.seed, **overrides})
+                              "seed": self.data_seed, **overrides})
 
     # -- model ----------------------------------------------------------------------
 
@@ -112,8 +118,8 @@ class Settings:
 
     def train(self, **overrides: Any):
         from .train import TrainConfig
-        return config_from(TrainConfig, self["train"], **{"seed": self.seed, **overrides})
+        return config_from(TrainConfig, self["train"], **overrides)
 
     def generation(self, **overrides: Any):
         from .generate import GenerationConfig
-        return config_from(GenerationConfig, self["evaluate"], **{"seed": self.seed, **overrides}).check()
+        return config_from(GenerationConfig, self["evaluate"], **{"seed": self.train_seed, **overrides}).check()

@@ -19,7 +19,7 @@ import torch
 from .compression import compress_frames
 from .features import load_video_features
 from .model import ClipSample, clip_bucket, encode_sample
-from .prompt import build_clip_prompt
+from .prompt import PromptOptions, build_clip_prompt
 from .schema import Video
 
 
@@ -49,9 +49,11 @@ def visual_inputs(video: Video, features_dir: str | Path, tau: float) -> VisualI
 
 def clip_sample(tokenizer, video: Video, i: int, visual: VisualInputs | None, mode: str,
                 story_so_far: list[str] | None = None, with_target: bool = True,
-                num_buckets: int = 100, story_clips: int | None = None) -> ClipSample:
+                num_buckets: int = 100, story_clips: int | None = None,
+                options: PromptOptions | None = None) -> ClipSample:
     """The model sample for clip ``i`` (``visual`` None: no visual input, the text-only baseline)."""
-    prompt = build_clip_prompt(video, i, mode=mode, story_so_far=story_so_far, story_clips=story_clips)
+    prompt = build_clip_prompt(video, i, mode=mode, story_so_far=story_so_far, story_clips=story_clips,
+                               options=options)
     if visual is None:
         empty = torch.zeros(0, 1, 1)
         return encode_sample(tokenizer, prompt, empty, None, clip_bucket(video, i, num_buckets), with_target,
@@ -62,7 +64,7 @@ def clip_sample(tokenizer, video: Video, i: int, visual: VisualInputs | None, mo
 
 def training_samples(tokenizer, videos: list[Video], features_dir: str | Path | None, tau: float,
                      modes: list[str], seed: int, num_buckets: int = 100,
-                     story_clips: int | None = None) -> list[ClipSample]:
+                     story_clips: int | None = None, options: PromptOptions | None = None) -> list[ClipSample]:
     """One sample per clip; each clip's storyline mode is drawn from ``modes`` (seeded),
     so one model learns both to follow a given label and to predict it."""
     rng = np.random.default_rng(seed)
@@ -72,5 +74,5 @@ def training_samples(tokenizer, videos: list[Video], features_dir: str | Path | 
         for i in range(len(video.clips)):
             mode = modes[int(rng.integers(len(modes)))]
             samples.append(clip_sample(tokenizer, video, i, visual, mode, num_buckets=num_buckets,
-                                       story_clips=story_clips))
+                                       story_clips=story_clips, options=options))
     return samples

@@ -94,7 +94,7 @@ import torch
 from .dataset import VisualInputs, clip_sample
 from .labels import check_label, format_labels, label_candidates
 from .model import ClipBatch, VideoNarrator, pad_embeds
-from .prompt import MODES, TEMPLATES, ClipPrompt, build_clip_prompt, parse_generated
+from .prompt import MODES, TEMPLATES, ClipPrompt, PromptOptions, build_clip_prompt, parse_generated
 from .schema import Video, text_length
 
 SENTENCE_END = ".!?。！？"
@@ -103,7 +103,7 @@ STOPS = ("eos", "sentence", "max_length", "newline", "max_new_tokens")
 
 @dataclass
 class GenerationConfig:
-    """Built from params' ``evaluate`` section (and ``common.seed``) by :class:`config.Settings`."""
+    """Built from params' ``evaluate`` section (and ``train.seed``) by :class:`config.Settings`."""
     max_new_tokens: int              # reference: 100
     temperature: float               # 0 = greedy; reference: 0.1
     repetition_penalty: float        # reference: 1.1 (1.0 = off)
@@ -472,10 +472,13 @@ def _narrate_clip(model: VideoNarrator, states: list[_VideoState], i: int, cfg: 
     tails, cached, prompts = [], [], []
     for s in states:
         story = [o.text for o in s.outputs]
+        # set on the zero-shot row (evaluate); a trained model's prompt follows its config
+        options = getattr(model, "prompt_options", None) or PromptOptions(position_text=model.cfg.position_text)
         sample = clip_sample(tok, s.video, i, s.visual, cfg.mode, story_so_far=story, with_target=False,
-                             num_buckets=model.cfg.num_position_buckets, story_clips=model.cfg.story_clips)
+                             num_buckets=model.cfg.num_position_buckets, story_clips=model.cfg.story_clips,
+                             options=options)
         prompts.append(build_clip_prompt(s.video, i, mode=cfg.mode, story_so_far=story,
-                                         story_clips=model.cfg.story_clips))
+                                         story_clips=model.cfg.story_clips, options=options))
         ids = sample.prefix_ids.tolist()
         keep = 0 if cfg.reencode else _common_prefix(s.prefix_ids, ids)
         if keep < len(s.prefix_ids):   # the first clip (nothing cached yet), or a story window that slid

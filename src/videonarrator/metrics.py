@@ -6,9 +6,10 @@ What DESIGN.md §4 asks for, grouped:
   here, numerically equal to coco-caption / ``pycocoevalcap`` on the same
   tokens) and :func:`meteor` (coco-caption's Java METEOR 1.5, not reimplemented);
 * synchronisation: :func:`sync_in_window`, :func:`length_error`;
-* storyline: :func:`label_acc`, :func:`label_f1`;
+* storyline: :func:`label_acc`, :func:`label_f1`, :func:`label_macro_f1`;
 * grounding: :func:`visual_attr_acc`, :func:`hallucination_rate` (exact on
-  synthetic data), :func:`emscore` + :func:`clip_embed` (EMScore, Shi et al. 2022);
+  synthetic data; :func:`visual_attr_hits` and :func:`hallucination_counts` give
+  the per-clip counts behind them), :func:`emscore` + :func:`clip_embed` (EMScore, Shi et al. 2022);
 * knowledge: :func:`knowledge_scores` (Info-Sim / Info-Diverse style) with
   :func:`load_sentence_encoder`;
 * repetition: :func:`repetition`, :func:`mean_repetition`.
@@ -315,6 +316,20 @@ def label_f1(pred_labels: Sequence[Sequence[str]], true_labels: Sequence[Sequenc
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
 
 
+def label_macro_f1(pred_labels: Sequence[Sequence[str]], true_labels: Sequence[Sequence[str]]) -> float:
+    """Macro-F1: per label (one vs rest over the clips' label sets) F1 = 2 TP / (2 TP + FP + FN),
+    averaged over the labels that occur in the truth or the predictions."""
+    _check_aligned(pred_labels=pred_labels, true_labels=true_labels)
+    pred, true = _label_sets(pred_labels, "pred_labels"), _label_sets(true_labels, "true_labels")
+    scores = []
+    for label in sorted(set().union(*pred, *true)):
+        tp = sum(label in p and label in t for p, t in zip(pred, true))
+        fp = sum(label in p and label not in t for p, t in zip(pred, true))
+        fn = sum(label not in p and label in t for p, t in zip(pred, true))
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return sum(scores) / len(scores) if scores else 0.0
+
+
 # -- grounding on synthetic data ---------------------------------------------
 
 # Scripts written without spaces: a phrase edge in them needs no word boundary.
@@ -376,6 +391,28 @@ def _check_vocab(vocab: dict[str, Sequence[str]]) -> None:
             raise ValueError(f"vocab[{attr!r}] must be a non-empty list of phrases, got {phrases!r}")
 
 
+def visual_attr_hits(narrations: Sequence[str], facts: Sequence[dict[str, str]],
+                     vocab: dict[str, Sequence[str]]) -> list[dict[str, int]]:
+    """Per clip, per fact attribute: 1 when the narration states the true value and no
+    other value of that attribute, else 0 (the counts behind :func:`visual_attr_acc`)."""
+    _check_aligned(narrations=narrations, facts=facts)
+    _check_vocab(vocab)
+    norm_vocab = {attr: {_norm_phrase(p) for p in phrases} for attr, phrases in vocab.items()}
+    out = []
+    for i, (text, clip_facts) in enumerate(zip(narrations, facts)):
+        said = mentions(text, vocab)
+        hits = {}
+        for attr, value in clip_facts.items():
+            if attr not in vocab:
+                raise ValueError(f"facts[{i}] has attribute {attr!r}, which vocab lacks "
+                                 f"(vocab has {sorted(vocab)})")
+            if _norm_phrase(value) not in norm_vocab[attr]:
+                raise ValueError(f"facts[{i}][{attr!r}] = {value!r} is not in vocab[{attr!r}]")
+            hits[attr] = int(said[attr] == {_norm_phrase(value)})
+        out.append(hits)
+    return out
+
+
 def visual_attr_acc(narrations: Sequence[str], facts: Sequence[dict[str, str]],
                     vocab: dict[str, Sequence[str]]) -> float:
     """Share of (clip, attribute) facts that the narration states correctly and unambiguously.
@@ -386,22 +423,31 @@ def visual_attr_acc(narrations: Sequence[str], facts: Sequence[dict[str, str]],
     whole-word, case-insensitive, longest match). Attributes of ``vocab`` that
     no fact names (e.g. knowledge items) only serve to claim their spans.
     """
-    _check_aligned(narrations=narrations, facts=facts)
-    _check_vocab(vocab)
-    hits = total = 0
-    for i, (text, clip_facts) in enumerate(zip(narrations, facts)):
-        said = mentions(text, vocab)
-        for attr, value in clip_facts.items():
-            if attr not in vocab:
-                raise ValueError(f"facts[{i}] has attribute {attr!r}, which vocab lacks "
-                                 f"(vocab has {sorted(vocab)})")
-            if _norm_phrase(value) not in {_norm_phrase(p) for p in vocab[attr]}:
-                raise ValueError(f"facts[{i}][{attr!r}] = {value!r} is not in vocab[{attr!r}]")
-            hits += said[attr] == {_norm_phrase(value)}
-            total += 1
+    per_clip = visual_attr_hits(narrations, facts, vocab)
+    total = sum(len(h) for h in per_clip)
     if total == 0:
         raise ValueError("facts hold no (clip, attribute) pair; nothing to score")
-    return hits / total
+    return sum(sum(h.values()) for h in per_clip) / total
+
+
+def hallucination_counts(narrations: Sequence[str], allowed: Sequence[dict[str, Iterable[str]]],
+                         vocab: dict[str, Sequence[str]]) -> list[tuple[int, int]]:
+    """Per clip (false facts stated, facts stated): the counts behind :func:`hallucination_rate`."""
+    _check_aligned(narrations=narrations, allowed=allowed)
+    _check_vocab(vocab)
+    out = []
+    for i, (text, ok) in enumerate(zip(narrations, allowed)):
+        for attr, phrases in ok.items():
+            if isinstance(phrases, str):
+                raise ValueError(f"allowed[{i}][{attr!r}] is the string {phrases!r}; give a set of phrases")
+        stated = wrong = 0
+        for attr, said in mentions(text, vocab).items():
+            ok_here = {_norm_phrase(p) for p in ok.get(attr, ())}
+            for phrase in said:
+                stated += 1
+                wrong += phrase not in ok_here
+        out.append((wrong, stated))
+    return out
 
 
 def hallucination_rate(narrations: Sequence[str], allowed: Sequence[dict[str, Iterable[str]]],
@@ -415,19 +461,9 @@ def hallucination_rate(narrations: Sequence[str], allowed: Sequence[dict[str, It
     allows nothing). A phrase listed under two attributes counts once per
     attribute. Returns 0.0 when no narration states any vocab phrase.
     """
-    _check_aligned(narrations=narrations, allowed=allowed)
-    _check_vocab(vocab)
-    stated = wrong = 0
-    for i, (text, ok) in enumerate(zip(narrations, allowed)):
-        for attr, phrases in ok.items():
-            if isinstance(phrases, str):
-                raise ValueError(f"allowed[{i}][{attr!r}] is the string {phrases!r}; give a set of phrases")
-        for attr, said in mentions(text, vocab).items():
-            ok_here = {_norm_phrase(p) for p in ok.get(attr, ())}
-            for phrase in said:
-                stated += 1
-                wrong += phrase not in ok_here
-    return wrong / stated if stated else 0.0
+    counts = hallucination_counts(narrations, allowed, vocab)
+    stated = sum(n for _, n in counts)
+    return sum(w for w, _ in counts) / stated if stated else 0.0
 
 
 # -- EMScore (visual relevance) ------------------------------------------------

@@ -63,6 +63,7 @@ class VideoNarratorConfig:
     story_clips: int | None           # earlier narrations kept in the prompt (None: all; an int bounds it)
     qformer_cross_attention_every: int = 2  # BLIP-2: cross-attention in every 2nd layer
     use_position: bool = True         # clip-position embedding (the ablations switch these off)
+    position_text: bool = True        # "Clip i/n" and numbered story lines in the prompt
     num_position_buckets: int = 100
     use_memory: bool = True
     use_video: bool = True            # False: text-only baseline

@@ -59,7 +59,7 @@ def optional_str() -> Spec:
 # section -> key -> spec.  Sections are the DVC stages plus shared ones.
 SCHEMA: dict[str, dict[str, Spec]] = {
     "common": {
-        "seed": Spec(int, lambda v: v >= 0, "an integer >= 0"),
+        "data_seed": Spec(int, lambda v: v >= 0, "an integer >= 0 (the dataset; train.seed is the training's)"),
         "dataset": choice("synthetic", "esyncvidstory"),
     },
     "prepare": {
@@ -106,6 +106,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
                              "a list of module names or 'all-linear'"),
     },
     "train": {
+        "seed": Spec(int, lambda v: v >= 0, "an integer >= 0 (the training; common.data_seed is the dataset's)"),
         "steps": positive_int(),
         "batch_size": positive_int(),
         "grad_accum": positive_int(),

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .labels import format_labels, parse_labels
+from .labels import LABELS, format_labels, parse_labels
 from .schema import Video
 
 MODES = ("given", "generated")
@@ -37,10 +37,14 @@ class Template:
     only_facts: str
     story: str          # header line before the earlier narrations
     story_line: str     # "{i}", "{text}"
+    story_line_unplaced: str  # "{text}" (PromptOptions.position_text False: no clip numbers)
     clip: str           # "{i}", "{n}", "{seconds}", "{lo}", "{hi}"
+    clip_unplaced: str  # "{seconds}", "{lo}", "{hi}" (no clip index or count)
     label: str          # "Label:" marker (no trailing space)
     narration: str      # "Narration:" marker
     space: str          # between a marker and its value
+    instruct_given: str      # spelled-out output format (PromptOptions.instructions): "{lo}", "{hi}"
+    instruct_generated: str  # the same with the label list: "{lo}", "{hi}", "{labels}"
 
 
 TEMPLATES: dict[str, Template] = {
@@ -52,10 +56,16 @@ TEMPLATES: dict[str, Template] = {
         only_facts="Use only the facts above.\n",
         story="Story so far:\n",
         story_line="{i}. {text}\n",
+        story_line_unplaced="- {text}\n",
         clip="\nClip {i}/{n}, {seconds} seconds, write {lo}-{hi} words.\n",
+        clip_unplaced="\nThis clip: {seconds} seconds, write {lo}-{hi} words.\n",
         label="Label:",
         narration="Narration:",
         space=" ",
+        instruct_given='Write the narration of this clip in one line of {lo}-{hi} words after "Narration:".\n',
+        instruct_generated=('Write two lines. First "Label: " and the script label of this clip, one of: {labels} '
+                            '(join several with +). Then "Narration: " and the narration of this clip in '
+                            '{lo}-{hi} words.\n'),
     ),
     "zh": Template(
         product="商品：{name}\n",
@@ -65,12 +75,40 @@ TEMPLATES: dict[str, Template] = {
         only_facts="只能使用上面的信息。\n",
         story="前文解说：\n",
         story_line="{i}. {text}\n",
+        story_line_unplaced="- {text}\n",
         clip="\n第{i}/{n}段，{seconds}秒，写{lo}-{hi}字。\n",
+        clip_unplaced="\n这一段：{seconds}秒，写{lo}-{hi}字。\n",
         label="标签：",
         narration="解说：",
         space="",
+        instruct_given="在“解说：”后用一行写出这一段的解说，{lo}-{hi}字。\n",
+        instruct_generated="写两行。第一行“标签：”加这一段的脚本标签，从以下选择：{labels}（多个用+连接）。第二行“解说：”加这一段的解说，{lo}-{hi}字。\n",
     ),
 }
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    """How a prompt is framed around its content.  The defaults are the trained narrator's own short
+    format; an LLM that was never fine-tuned on it (the zero-shot row) needs its chat template and
+    the output format and label list spelled out."""
+    chat: tuple[str, str] | None = None   # the LLM's chat template before / after a user message
+    instructions: bool = False            # spell out the output format (and, generated mode, the labels)
+    position_text: bool = True            # False: no "Clip i/n" and no story numbering (the no_position ablation)
+
+
+def chat_wrap(tokenizer) -> tuple[str, str]:
+    """The text the tokenizer's chat template puts before and after one user message, up to the
+    start of the assistant's answer."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("this tokenizer has no chat template; use PromptOptions(chat=None)")
+    mark = "\u2063"   # an invisible separator that no template contains
+    text = tokenizer.apply_chat_template([{"role": "user", "content": mark}], tokenize=False,
+                                         add_generation_prompt=True)
+    if text.count(mark) != 1:
+        raise ValueError("the chat template does not place the user message exactly once")
+    before, after = text.split(mark)
+    return before, after
 
 
 @dataclass(frozen=True)
@@ -99,20 +137,22 @@ def _template(language: str) -> Template:
     return TEMPLATES[language]
 
 
-def build_prefix(video: Video, story_so_far: list[str], language: str | None = None, first: int = 1) -> str:
-    """Product, knowledge, the instruction and the story so far, numbered from ``first``."""
+def build_prefix(video: Video, story_so_far: list[str], language: str | None = None, first: int = 1,
+                 numbered: bool = True) -> str:
+    """Product, knowledge, the instruction and the story so far, numbered from ``first`` (or unnumbered)."""
     t = _template(language or video.language)
     parts = [t.product.format(name=video.product.name), t.knowledge]
     for name, items in video.product.knowledge.items():
         parts.append(t.field.format(field=name, items=t.item_sep.join(_one_line(x) for x in items)))
     parts += [t.only_facts, t.story]
-    parts += [t.story_line.format(i=first + i, text=_one_line(s)) for i, s in enumerate(story_so_far)]
+    line = t.story_line if numbered else t.story_line_unplaced
+    parts += [line.format(i=first + i, text=_one_line(s)) for i, s in enumerate(story_so_far)]
     return "".join(parts)
 
 
 def build_clip_prompt(video: Video, clip_index: int, mode: str = "given",
                       story_so_far: list[str] | None = None, language: str | None = None,
-                      story_clips: int | None = None) -> ClipPrompt:
+                      story_clips: int | None = None, options: PromptOptions | None = None) -> ClipPrompt:
     """The prompt of clip ``clip_index``.
 
     ``story_so_far``: the narrations of the earlier clips (default: their
@@ -120,7 +160,8 @@ def build_clip_prompt(video: Video, clip_index: int, mode: str = "given",
     model's own).  ``mode``: "given" puts the clip's labels in the suffix;
     "generated" makes them part of the target.  ``story_clips``: keep only the
     last that many narrations of the story (None: all), so a long video's prompt
-    stays bounded; the kept lines keep their clip numbers.
+    stays bounded; the kept lines keep their clip numbers.  ``options``: the chat template and
+    spelled-out instructions (:class:`PromptOptions`; None: the narrator's own format).
     """
     if mode not in MODES:
         raise ValueError(f"unknown prompt mode {mode!r}; expected one of {MODES}")
@@ -135,20 +176,30 @@ def build_clip_prompt(video: Video, clip_index: int, mode: str = "given",
         raise ValueError(f"video {video.id!r} clip {clip_index}: story_so_far has {len(story_so_far)} "
                          f"narrations, expected one per earlier clip ({clip_index})")
     lo, hi = clip.window
-    suffix = t.clip.format(i=clip_index + 1, n=len(video.clips), seconds=_seconds(clip.duration), lo=lo, hi=hi)
+    options = options or PromptOptions()
+    clip_line = t.clip if options.position_text else t.clip_unplaced
+    suffix = clip_line.format(i=clip_index + 1, n=len(video.clips), seconds=_seconds(clip.duration), lo=lo, hi=hi)
     label_line = f"{t.label}{t.space}{format_labels(clip.labels, language)}\n"
     narration = _one_line(clip.narration)
+    before, after = options.chat or ("", "")
     if mode == "given":
+        if options.instructions:
+            suffix += label_line + t.instruct_given.format(lo=lo, hi=hi)
+            label_line = ""
         # The narration follows "Narration:" on the same line, after the usual space.
-        suffix += label_line + t.narration
+        suffix += label_line + after + t.narration
         target = t.space + narration
     else:
+        if options.instructions:
+            labels = ", ".join(format_labels([k], language) for k in LABELS)
+            suffix += t.instruct_generated.format(lo=lo, hi=hi, labels=labels)
+        suffix += after
         target = f"{label_line}{t.narration}{t.space}{narration}"
     if story_clips is not None and story_clips < 1:
         raise ValueError(f"story_clips must be >= 1 or None, got {story_clips}")
     first = 1 if story_clips is None else max(1, clip_index - story_clips + 1)
-    return ClipPrompt(prefix=build_prefix(video, story_so_far[first - 1:], language, first), suffix=suffix,
-                      target=target)
+    prefix = build_prefix(video, story_so_far[first - 1:], language, first, numbered=options.position_text)
+    return ClipPrompt(prefix=before + prefix, suffix=suffix, target=target)
 
 
 def _marker(word: str) -> re.Pattern:

@@ -12,7 +12,8 @@ NO_COMPRESSION_TAU = 2.0  # cosine similarity never reaches 2: every frame is ke
 SYSTEMS: dict[str, tuple[str, dict, float | None]] = {
     "videonarrator": ("the full model", {}, None),
     "text_only": ("same LLM + LoRA trained without any visual input", {"use_video": False}, None),
-    "no_position": ("no relative clip-position embedding", {"use_position": False}, None),
+    "no_position": ("no clip position at all: no position embedding, no 'Clip i/n' and no story numbering "
+                    "in the prompt", {"use_position": False, "position_text": False}, None),
     "no_memory": ("no memory tokens of earlier clips", {"use_memory": False}, None),
     "no_compression": ("every 1-fps frame kept (no frame compression)", {}, NO_COMPRESSION_TAU),
 }

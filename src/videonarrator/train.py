@@ -39,7 +39,7 @@ CHECKPOINT = "checkpoint.pt"
 
 @dataclass
 class TrainConfig:
-    """Built from params' ``train`` section (and ``common.seed``) by :class:`config.Settings`."""
+    """Built from params' ``train`` section by :class:`config.Settings`."""
     steps: int                       # optimizer steps
     batch_size: int                  # clips per optimizer step, over all processes and accumulation
     grad_accum: int                  # micro-batches per step (per process)
@@ -376,6 +376,7 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
     from .config import Settings
     from .dataset import training_samples
     from .features import stored_shape
+    from .prompt import PromptOptions
     from .schema import split_videos
     from .systems import sees_video as system_sees_video
 
@@ -392,19 +393,20 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
     # the tower's patch count and width come from the features (recorded in the saved config)
     shape = stored_shape(features_dir, train_videos[0]) if sees_video else None
     model_cfg, tau = settings.model(system, vision_shape=shape), settings.tau(system)
-    torch.manual_seed(settings.seed)  # the fresh LoRA and visual weights are seeded too
+    torch.manual_seed(settings.train_seed)  # the fresh LoRA and visual weights are seeded too
     narrator = VideoNarrator.from_llm(model_cfg, root / params["llm"]["path"], settings.lora(),
                                       **settings.llm_kwargs())
     if narrator.visual is not None and params["model"]["qformer_weights"]:
         narrator.visual.load_qformer(root / params["model"]["qformer_weights"])  # BLIP-2 start (paper)
     features_dir = features_dir if sees_video else None
-    seed, modes = settings.seed, params["train"]["modes"]
+    seed, modes = settings.train_seed, params["train"]["modes"]
     buckets = model_cfg.num_position_buckets
     story = model_cfg.story_clips
+    options = PromptOptions(position_text=model_cfg.position_text)
     train_samples = training_samples(narrator.tokenizer, train_videos, features_dir, tau,
-                                     modes, seed, buckets, story)
+                                     modes, seed, buckets, story, options)
     val_samples = training_samples(narrator.tokenizer, split_videos(videos, "val"), features_dir, tau,
-                                   modes, seed + 1, buckets, story)
+                                   modes, seed + 1, buckets, story, options)
     cfg = settings.train(**overrides)
     return train(narrator, train_samples, val_samples, cfg, out_dir, progress, stop_after)
 

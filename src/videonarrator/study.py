@@ -1,0 +1,180 @@
+"""The seed study: the same pipeline trained with several ``train.seed`` values on one dataset.
+
+One run's table says little: two runs of the same settings differ by more than
+the differences between systems (README, results).  The study keeps
+``common.data_seed`` fixed (same videos, same split, same frozen tower) and
+changes only ``train.seed`` (trained weights' initialisation, sample order,
+decoding samples), then reports per system and rate:
+
+* mean ± sd over the seeds (:func:`intervals.seed_summary`);
+* a 95 % interval for the seed-mean that resamples test videos (each draw
+  recomputes every seed's rate on the same resampled videos and averages them);
+* the count behind the rate (facts, clips) on the test split;
+* the paired difference of the seed-mean to ``text_only``, with its interval.
+
+Each run's evaluation writes ``reports/video_counts.json`` (per system and rate,
+the hits and counts of every test video); :func:`collect` files it with the
+run's ``metrics.json`` under ``reports/study/seed_<n>/``.
+
+One command runs the whole study (``dvc exp run`` per seed, then the table)::
+
+    python -m videonarrator.study run --seeds 0 1 2 3 4
+
+``python -m videonarrator.study table`` rebuilds ``reports/study.md`` and
+``reports/study.json`` from the collected runs.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import intervals as I
+from .io import atomic_write_text, read_json, write_json
+
+STUDY_DIR = Path("reports/study")
+RATES = ("visual_attr_acc", "hallucination_rate", "label_acc", "sync_in_window", "sync_in_window_free")
+
+
+def collect(seed: int, reports: str | Path = "reports", study_dir: str | Path = STUDY_DIR) -> Path:
+    """Copy one finished run's metrics.json and video_counts.json to ``study_dir/seed_<seed>/``."""
+    reports, dest = Path(reports), Path(study_dir) / f"seed_{seed}"
+    files = [reports / "metrics.json", reports / "video_counts.json"]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"seed {seed}: {', '.join(missing)} missing; run the evaluate stage "
+                                f"(dvc repro) before collecting the run")
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copy2(f, dest / f.name)
+    return dest
+
+
+def load_runs(study_dir: str | Path = STUDY_DIR) -> dict[int, dict]:
+    """seed -> {"metrics": ..., "counts": ...} for every collected run, checked to share one test split."""
+    runs = {}
+    for d in sorted(Path(study_dir).glob("seed_*")):
+        seed = int(d.name.removeprefix("seed_"))
+        fix = "collect the run again (python -m videonarrator.study collect --seed N)"
+        runs[seed] = {"metrics": read_json(d / "metrics.json", fix), "counts": read_json(d / "video_counts.json", fix)}
+    if not runs:
+        raise FileNotFoundError(f"no runs under {study_dir}; run `python -m videonarrator.study run --seeds 0 1 2 3 4`")
+    splits = {tuple(r["counts"]["videos"]) for r in runs.values()}
+    if len(splits) != 1:
+        raise ValueError(f"the runs under {study_dir} were evaluated on different test videos; a seed study "
+                         f"keeps common.data_seed and the dataset fixed: remove the runs of another dataset")
+    return runs
+
+
+def _seed_mean(per_seed: list[tuple[np.ndarray, np.ndarray]]):
+    """Statistic over video indices: the mean over seeds of each seed's hits/counts ratio."""
+    stats = [I.ratio(h, c) for h, c in per_seed]
+
+    def stat(idx):
+        values = [s(idx) for s in stats]
+        return math.nan if any(math.isnan(v) for v in values) else float(np.mean(values))
+    return stat
+
+
+def aggregate(runs: dict[int, dict], baseline: str = "text_only", n_boot: int = I.N_BOOT,
+              seed: int = 0) -> dict[str, dict[str, dict]]:
+    """system -> rate -> {mean, sd, seeds, lo, hi, n[, diff, diff_lo, diff_hi]} over the collected seeds."""
+    n_videos = len(next(iter(runs.values()))["counts"]["videos"])
+    systems = sorted({s for r in runs.values() for s in r["counts"]["systems"]})
+    table: dict[str, dict[str, dict]] = {}
+    for system in systems:
+        for rate in RATES:
+            per_seed = [r["counts"]["systems"][system][rate] for r in runs.values()
+                        if rate in r["counts"]["systems"].get(system, {})]
+            per_seed = [(np.asarray(x["hits"], float), np.asarray(x["counts"], float)) for x in per_seed]
+            if not per_seed or not per_seed[0][1].sum():
+                continue
+            values = [h.sum() / c.sum() for h, c in per_seed]
+            row = I.seed_summary(values)
+            row["lo"], row["hi"] = I.bootstrap_ci(n_videos, _seed_mean(per_seed), n_boot, seed)
+            row["n"] = int(per_seed[0][1].sum())
+            base = [r["counts"]["systems"].get(baseline, {}).get(rate) for r in runs.values()]
+            if system != baseline and all(base):
+                base_stat = _seed_mean([(np.asarray(b["hits"], float), np.asarray(b["counts"], float)) for b in base])
+                d = I.paired_difference_ci(_seed_mean(per_seed), base_stat, n_videos, n_boot, seed)
+                row["diff"], row["diff_lo"], row["diff_hi"] = d["value"], d["lo"], d["hi"]
+            table.setdefault(system, {})[rate] = row
+    return table
+
+
+def study_table(table: dict[str, dict[str, dict]], baseline: str = "text_only") -> str:
+    """Markdown: per system and rate ``mean ± sd [lo, hi] (n=…, k seeds)``; a second table of the
+    paired differences to ``baseline``."""
+    rates = [r for r in RATES if any(r in t for t in table.values())]
+    lines = ["| system | " + " | ".join(rates) + " |", "|---|" + "---|" * len(rates)]
+    for system, t in table.items():
+        cells = []
+        for r in rates:
+            x = t.get(r)
+            sd = "" if x is None or math.isnan(x["sd"]) else f" ± {x['sd']:.3f}"
+            cells.append("" if x is None else
+                         f"{x['mean']:.3f}{sd} [{x['lo']:.3f}, {x['hi']:.3f}] (n={x['n']}, {x['seeds']} seeds)")
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    lines += ["", f"Seed-mean minus `{baseline}`'s seed-mean on the same test videos (95 % interval over video "
+                  "resamples):", "", "| system | " + " | ".join(rates) + " |", "|---|" + "---|" * len(rates)]
+    for system, t in table.items():
+        if any("diff" in x for x in t.values()):
+            cells = [I.format_ci(t[r]["diff"], t[r]["diff_lo"], t[r]["diff_hi"], 3) if "diff" in t.get(r, {}) else ""
+                     for r in rates]
+            lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_study(study_dir: str | Path = STUDY_DIR, reports: str | Path = "reports") -> str:
+    runs = load_runs(study_dir)
+    table = aggregate(runs)
+    seeds = ", ".join(str(s) for s in runs)
+    text = (f"# Seed study: train.seed in {{{seeds}}} on one dataset\n\n"
+            "mean ± sd over seeds, [95 % interval of the seed-mean over test-video resamples], "
+            "(n = facts or clips of the test split, seeds)\n\n" + study_table(table))
+    write_json(Path(reports) / "study.json", table)
+    atomic_write_text(Path(reports) / "study.md", text)
+    return text
+
+
+def run_study(seeds: list[int], root: str | Path = ".") -> str:
+    """``dvc exp run -S train.seed=<seed>`` for each seed (prepare and features stay cached: the
+    dataset does not change), collecting each run, then the table."""
+    for s in seeds:
+        cmd = ["dvc", "exp", "run", "-S", f"train.seed={s}"]
+        print("$", " ".join(cmd), flush=True)
+        if subprocess.run(cmd, cwd=root).returncode != 0:
+            raise RuntimeError(f"`{' '.join(cmd)}` failed; fix it, then rerun the study for the remaining seeds")
+        collect(s, Path(root) / "reports", Path(root) / STUDY_DIR)
+    return write_study(Path(root) / STUDY_DIR, Path(root) / "reports")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m videonarrator.study", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train and evaluate once per seed (dvc exp run), then write the table")
+    r.add_argument("--seeds", type=int, nargs="+", required=True)
+    c = sub.add_parser("collect", help="file the current reports/ as the run of one seed")
+    c.add_argument("--seed", type=int, required=True)
+    sub.add_parser("table", help="write reports/study.md and reports/study.json from the collected runs")
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "run":
+            print(run_study(args.seeds))
+        elif args.command == "collect":
+            print(collect(args.seed))
+        else:
+            print(write_study())
+    except (FileNotFoundError, ValueError, RuntimeError) as err:   # the message says what to do
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The seed study: pooling several train.seed runs of one dataset into one table."""
+import json
+import statistics
+
+import pytest
+
+from videonarrator import study
+
+
+def fake_run(reports, videos, systems):
+    """reports/metrics.json + video_counts.json as the evaluate stage writes them."""
+    reports.mkdir(parents=True, exist_ok=True)
+    counts = {"videos": videos, "systems": {name: {rate: {"hits": h, "counts": c} for rate, (h, c) in rates.items()}
+                                            for name, rates in systems.items()}}
+    (reports / "video_counts.json").write_text(json.dumps(counts))
+    (reports / "metrics.json").write_text(json.dumps({name: {} for name in systems}))
+
+
+def test_aggregate_mean_sd_interval_counts_and_difference(tmp_path):
+    videos = ["a", "b", "c", "d"]
+    facts = [5, 5, 5, 5]
+    per_seed = {0: [5, 4, 3, 4], 1: [3, 3, 3, 3], 2: [5, 5, 4, 4]}   # videonarrator's hits per video
+    for seed, hits in per_seed.items():
+        fake_run(tmp_path / f"r{seed}", videos, {
+            "videonarrator": {"visual_attr_acc": (hits, facts), "label_acc": ([1, 1, 0, 1], [2, 2, 2, 2])},
+            "text_only": {"visual_attr_acc": ([1, 2, 1, 2], facts)}})
+        study.collect(seed, tmp_path / f"r{seed}", tmp_path / "study")
+    runs = study.load_runs(tmp_path / "study")
+    assert sorted(runs) == [0, 1, 2]
+    table = study.aggregate(runs, n_boot=200)
+    row = table["videonarrator"]["visual_attr_acc"]
+    values = [sum(h) / 20 for h in per_seed.values()]
+    assert row["mean"] == pytest.approx(statistics.fmean(values)) and row["sd"] == pytest.approx(statistics.stdev(values))
+    assert row["seeds"] == 3 and row["n"] == 20
+    assert row["lo"] <= row["mean"] <= row["hi"]
+    assert row["diff"] == pytest.approx(row["mean"] - 6 / 20)
+    assert row["diff_lo"] > 0   # every video is better in every seed
+    assert "diff" not in table["videonarrator"]["label_acc"]   # text_only has no label rate here
+    assert "diff" not in table["text_only"]["visual_attr_acc"]
+    text = study.study_table(table)
+    assert "| videonarrator |" in text and "(n=20, 3 seeds)" in text and "Seed-mean minus `text_only`" in text
+    written = study.write_study(tmp_path / "study", tmp_path / "reports")
+    assert (tmp_path / "reports/study.md").read_text() == written and "train.seed in {0, 1, 2}" in written
+
+
+def test_runs_of_another_dataset_or_missing_files_are_refused(tmp_path):
+    fake_run(tmp_path / "r0", ["a", "b"], {"text_only": {"label_acc": ([1, 0], [1, 1])}})
+    fake_run(tmp_path / "r1", ["a", "c"], {"text_only": {"label_acc": ([1, 0], [1, 1])}})
+    study.collect(0, tmp_path / "r0", tmp_path / "study")
+    study.collect(1, tmp_path / "r1", tmp_path / "study")
+    with pytest.raises(ValueError, match="different test videos"):
+        study.load_runs(tmp_path / "study")
+    with pytest.raises(FileNotFoundError, match="video_counts.json missing"):
+        study.collect(2, tmp_path / "empty", tmp_path / "study")
+    with pytest.raises(FileNotFoundError, match="no runs under"):
+        study.load_runs(tmp_path / "nothing")
+
+
+def test_video_counts_json_holds_what_the_study_needs(tiny_prepared):
+    from videonarrator import evaluate as E
+
+    _, videos, _ = tiny_prepared
+    train, test = videos[:4], videos[4:]
+    outputs = {"retrieval": E.retrieval_narrations(train, test)}
+    vocab = [it for v in videos for its in v.product.knowledge.values() for it in its]
+    doc = json.loads(json.dumps(E.video_counts_json(outputs, test, vocab)))
+    assert doc["videos"] == [v.id for v in test]
+    rates = doc["systems"]["retrieval"]
+    assert {"visual_attr_acc", "label_acc", "sync_in_window", "hallucination_rate"} <= set(rates)
+    m = E.score_system(outputs["retrieval"], test, "en", knowledge_vocab=vocab)
+    assert sum(rates["visual_attr_acc"]["counts"]) == m["visual_attr_n"]
+
+
+def test_the_command_line_says_what_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert study.main(["table"]) == 1
+    assert "no runs under reports/study" in capsys.readouterr().err
