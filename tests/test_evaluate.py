@@ -192,11 +192,10 @@ def test_zero_shot_prompt_has_the_chat_template_output_format_and_label_list(tin
 def test_no_position_leaves_no_position_in_the_prompt(tiny_prepared):
     import re
 
-    from videonarrator.model import VideoNarratorConfig
+    from helpers import DEFAULTS
     from videonarrator.prompt import PromptOptions, build_clip_prompt
-    from videonarrator.systems import system_config
 
-    cfg, _ = system_config("no_position", VideoNarratorConfig(), 0.9)
+    cfg = DEFAULTS.model("no_position", vision_shape=(4, 16))
     assert not cfg.use_position and not cfg.position_text
     _, videos, _ = tiny_prepared
     v = videos[0]

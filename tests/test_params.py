@@ -121,8 +121,10 @@ def test_settings_build_every_config_from_params():
 
     params = load_params(ROOT / "params.yaml")
     s = Settings(params)
-    assert s.train().steps == params["train"]["steps"] and s.train().seed == params["common"]["seed"]
+    assert s.train().steps == params["train"]["steps"] and s.train().seed == params["train"]["seed"]
     assert s.generation().temperature == params["evaluate"]["temperature"]
+    assert s.generation().seed == params["train"]["seed"]                       # decoding samples: training's seed
+    assert s.synthetic().seed == s.tower().seed == params["common"]["data_seed"]   # the dataset's seed
     assert s.generation(mode="generated").mode == "generated"
     assert s.prepare().shot_threshold == params["prepare"]["shot_threshold"]
     assert s.synthetic().n_videos == params["prepare"]["n_videos"]
