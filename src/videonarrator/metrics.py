@@ -1,6 +1,6 @@
 """Evaluation metrics: small pure functions, one per measured quantity.
 
-What DESIGN.md §4 asks for, grouped:
+What the paper measures, plus what it misses (synchronisation, grounding), grouped:
 
 * caption overlap: :func:`bleu`, :func:`rouge_l`, :func:`cider` (reimplemented
   here, numerically equal to coco-caption / ``pycocoevalcap`` on the same

@@ -27,7 +27,7 @@ import numpy as np
 
 from .schema import Video, split_by_rank
 
-# E-SyncVidStory as described by the paper (DESIGN §2: 6,032 videos, 41,292 clips; windows are the
+# E-SyncVidStory as described by the paper (Yang et al., ACL 2024: 6,032 videos, 41,292 clips; windows are the
 # reference length ±3 characters at about 6 characters per second of video).
 PAPER_STATISTICS = {"videos": 6032, "clips": 41292, "clips_per_video": 41292 / 6032, "units_per_second": 6.0}
 

@@ -6,7 +6,7 @@ category, name and knowledge items, one script label per clip and a reference
 English narration per clip whose length fits the clip's word window.
 
 It is built so that seeing matters, and so that nothing else can pass for
-seeing (DESIGN §2):
+seeing:
 
 * **Visible facts belong to the clip.**  Each clip shows one variant of the
   product in a setting: its colour, shape, on-screen action and setting
