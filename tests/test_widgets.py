@@ -303,8 +303,8 @@ def test_regenerate_with_trained_model(tmp_path, one_thread):
     result = ex.regenerate()
     assert result is not None and result.mode == "generated" and len(result.outputs) == 3
     assert "live (trained model, τ=0.70)" in ex.narration_html.value
-    model = ex._model
-    assert ex.regenerate() is not None and ex._model is model                 # loaded once
+    model = ex.state.model
+    assert ex.regenerate() is not None and ex.state.model is model            # loaded once
 
 
 def test_narrate_live_matches_narrate_videos(tmp_path, one_thread):
