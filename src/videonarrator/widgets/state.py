@@ -296,11 +296,11 @@ class ExplorerState:
     def kept_frames(self, video: Video | None = None, tau: float | None = None) -> list[list[int]] | None:
         """Per clip, the frames compression keeps at ``tau`` (None: features missing); cached."""
         video, tau = video or self.video, self.tau if tau is None else tau
+        pooled = self.pooled_features(video)     # cached too; asked every time so the note is about this video
+        if pooled is None:
+            return None
         key = (video.id, round(tau, 4))
         if key not in self._kept:
-            pooled = self.pooled_features(video)
-            if pooled is None:
-                return None
             self._kept[key] = [compress_frames(p, tau) for p in pooled]
         return self._kept[key]
 
