@@ -119,7 +119,7 @@ def test_reencoding_unchanged_frames_leaves_downstream_up_to_date(committed):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("module, stages", [
-    ("widgets.py", {"visualize"}),
+    ("widgets/state.py", {"visualize"}),
     ("compression.py", {"prepare", "features", "train@videonarrator", "train@text_only", "evaluate", "visualize"}),
 ])
 def test_editing_an_imported_module_marks_its_stages(committed, module, stages):

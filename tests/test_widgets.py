@@ -13,8 +13,8 @@ from videonarrator.features import FEATURES_FORMAT, features_path
 from videonarrator.generate import narrate_videos
 from videonarrator.dataset import visual_inputs
 from videonarrator.schema import Clip, Product, Video, save_dataset
-from videonarrator.widgets import (DATASET, FEATURES, METRICS, MODEL, NARRATIONS, NarrationExplorer, fact_status,
-                                   narrate_live, ordered_videos, video_label)
+from videonarrator.widgets import (DATASET, FEATURES, METRICS, MODEL, NARRATIONS, ExplorerState, NarrationExplorer,
+                                   fact_status, narrate_live, ordered_videos, video_label)
 
 REPO = Path(__file__).resolve().parents[1]
 P, W, D = 5, 16, 8           # patch tokens per frame, their width, pooled embedding width
@@ -206,6 +206,90 @@ def test_tau_changes_dropped_frame_marking(project):
     assert ex.message.value == ""
 
 
+# -- the state alone: no widget is built ------------------------------------------------------
+
+def test_state_module_imports_no_widgets():
+    import ast
+
+    import videonarrator.widgets.state as state
+
+    tree = ast.parse(Path(state.__file__).read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not any("ipywidgets" in m for m in names), names
+
+
+def test_state_navigation_is_bounded_and_validated(project):
+    s = ExplorerState.from_project(project)
+    assert (s.video_id, s.clip_index, s.mode, s.tau) == ("vtest", 0, "given", 1.0)   # no params.yaml: all kept
+    assert not s.previous() and s.clip_index == 0
+    assert s.next() and s.next() and not s.next() and s.clip_index == 2
+    s.set_video("vtest")                                  # the shown video again: the clip stays
+    assert s.clip_index == 2
+    s.set_video("vtrain")
+    assert (s.video_id, s.clip_index, s.clip.narration) == ("vtrain", 0, NARR["vtrain"][0])
+    with pytest.raises(ValueError, match="clip index 3 out of range: the video has 3 clips"):
+        s.set_clip(3)
+    with pytest.raises(ValueError, match="unknown storyline mode 'free'; choose one of given, generated"):
+        s.set_mode("free")
+    with pytest.raises(ValueError, match="unknown video id 'nope'"):
+        s.set_video("nope")
+    s.set_tau(0.2)
+    assert s.tau == 0.5
+    s.set_tau(0.123456 + 0.6)
+    assert s.tau == 0.7235
+    assert ExplorerState.from_project(project, tau=3).tau == 1.0
+
+
+def test_state_rows_carry_the_checks(project):
+    s = ExplorerState.from_project(project)
+    rows = s.narration_rows()
+    assert [r.name for r in rows] == ["reference", "sysA", "sysB"]
+    ref, a, b = rows
+    assert (ref.text, ref.length, ref.label_ok, ref.labels) == (NARR["vtest"][0], 6, None, ["pain_point"])
+    assert a.facts == {"colour": "ok", "shape": "ok", "action": "absent"}
+    assert b.facts["colour"] == "wrong" and b.length == 3
+    s.set_mode("generated")
+    s.next()
+    _, a, b = s.narration_rows()
+    assert a.label_ok is True and b.labels is None and b.label_ok is False
+    s.set_mode("given")
+    s.next()
+    assert s.narration_rows()[2].text == "" and s.narration_rows()[2].length == 0
+    assert s.visible_facts() == ["colour", "shape", "action"]
+    assert s.summary_metrics() == []                     # no metrics.json
+    s.metrics = {"sysA": {"label_acc": 0.5, "CIDEr": 0.1}}
+    assert s.summary_metrics() == ["CIDEr", "label_acc"]   # SUMMARY_METRICS order
+
+
+def test_state_frames_and_notes(project):
+    s = ExplorerState.from_project(project, tau=0.9)
+    assert [f.dropped for f in s.frames()] == [False, True, False]
+    assert s.frames()[1].path == project / "data/processed/frames/vtest/000_001.png" and s.frames()[1].time == 1.5
+    s.set_tau(0.7)
+    assert [f.dropped for f in s.frames()] == [False, True, True] and s.kept_frames()[0] == [0]
+    data, fmt = s.frame_image(s.frames()[0].path, True)
+    assert fmt == "png" and data != s.frame_image(s.frames()[0].path, False)[0]
+    assert s.notes == {}
+    features_path(project / FEATURES, "vtrain").unlink()
+    s.set_video("vtrain")
+    assert [f.dropped for f in s.frames()] == [None, None, None]
+    assert "vtrain.safetensors does not exist" in s.notes["features"]
+    s.set_video("vtest")
+    s.kept_frames()                                       # cached at this tau: the note still follows the video
+    assert "features" not in s.notes
+
+
+def test_state_regenerate_names_what_is_missing(project):
+    s = ExplorerState.from_project(project)
+    with pytest.raises(FileNotFoundError, match="no trained model at .*`dvc repro train`"):
+        s.regenerate()
+    assert s.live == {} and s.model is None
+    assert "narrations" not in s.notes
+    (project / NARRATIONS).unlink()
+    assert "`dvc repro evaluate`" in ExplorerState.from_project(project).notes["narrations"]   # plain text, no HTML
+
+
 # -- missing files: a message in the UI, never an exception --------------------------------------
 
 def test_missing_narrations_still_shows_references(tmp_path):
@@ -303,8 +387,8 @@ def test_regenerate_with_trained_model(tmp_path, one_thread):
     result = ex.regenerate()
     assert result is not None and result.mode == "generated" and len(result.outputs) == 3
     assert "live (trained model, τ=0.70)" in ex.narration_html.value
-    model = ex._model
-    assert ex.regenerate() is not None and ex._model is model                 # loaded once
+    model = ex.state.model
+    assert ex.regenerate() is not None and ex.state.model is model            # loaded once
 
 
 def test_narrate_live_matches_narrate_videos(tmp_path, one_thread):
