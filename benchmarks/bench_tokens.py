@@ -88,8 +88,10 @@ def main() -> int:
         videos = videos[:16] if args.quick else videos
         features = benchlib.tiny_features(videos, frames_root, work)
         model_cfg = settings.model(vision_shape=stored_shape(features, videos[0]))
-        long_cfg = benchlib.synthetic_config(n_videos=1, min_clips=args.clips, max_clips=args.clips)
-        (long_video,), long_root = benchlib.synthetic_frames(work, long_cfg)
+        # three videos: the split by video gives val and test one each; the first is the long video
+        long_cfg = benchlib.synthetic_config(n_videos=3, min_clips=args.clips, max_clips=args.clips)
+        long_videos, long_root = benchlib.synthetic_frames(work, long_cfg)
+        long_video = long_videos[0]
         long_features = benchlib.tiny_features([long_video], long_root, long_root)
         llm = benchlib.tiny_llm(work / "tiny-llm", videos) if args.quick else benchlib.find_smollm2(args.llm)
         tok = AutoTokenizer.from_pretrained(llm)

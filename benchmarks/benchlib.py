@@ -95,14 +95,16 @@ def work_dir(arg: str | None, stack) -> Path:
 
 # -- synthetic frames ------------------------------------------------------------------------
 
-def _render_frame(clip, colour: str, shape: str, size: int, t: float):
+def _render_frame(clip, size: int, t: float):
     """Frame of ``clip`` at clip time ``t``: data.synthetic.render_clip's drawing for one frame."""
-    from videonarrator.data.synthetic import COLOURS, SCENES, background, draw_action, shape_mask
+    from videonarrator.data.synthetic import COLOURS, SETTINGS, background, draw_action, draw_prop, shape_mask
 
-    pattern, tint = SCENES[clip.labels[0]]
-    img = background(pattern, tint, size, shift=clip.truth["motion"] * t * 4)
-    draw_action(img, clip.truth["action"], t)
-    img[shape_mask(shape, size)] = COLOURS[colour]
+    truth = clip.truth
+    pattern, tint = SETTINGS[truth["setting"]]
+    img = background(pattern, tint, size, shift=truth["motion"] * t * 4)
+    draw_action(img, truth["action"], t)
+    draw_prop(img, truth.get("prop"))
+    img[shape_mask(truth["shape"], size)] = COLOURS[truth["colour"]]
     return img
 
 
@@ -155,7 +157,7 @@ def synthetic_frames(root: str | Path, cfg=None, progress: bool = True):
                 for k, t in enumerate(sample_times(c.start, c.end)):
                     t_local = math.floor((t - c.start) * cfg.fps) / cfg.fps   # the frame shown at time t
                     rel = f"frames/{v.id}/{c.index:03d}_{k:03d}.jpg"
-                    save_frame(_render_frame(c, v.truth["colour"], v.truth["shape"], cfg.frame_size, t_local),
+                    save_frame(_render_frame(c, cfg.frame_size, t_local),
                                tmp / rel, quality)
                     files.append(rel)
                 clips.append(Clip(index=c.index, start=c.start, end=c.end, window=c.window, labels=list(c.labels),
