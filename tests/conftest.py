@@ -7,42 +7,36 @@ import pytest
 from helpers import DEFAULTS
 
 
+def shared_file(var: str, hint: str) -> Path:
+    """The file the environment variable ``var`` names (CI points it into ../shared/data);
+    skip with ``hint`` when unset, fail when it names no file."""
+    value = os.environ.get(var)
+    if not value:
+        pytest.skip(f"{var} is not set: {hint}")
+    path = Path(value)
+    if not path.is_file():
+        pytest.fail(f"{var}={value} is not a file")
+    return path
+
+
 @pytest.fixture
 def esync_path() -> Path:
     """The real E-SyncVidStory test subset (set by CI to ../shared/data/esyncvidstory/test_subset.json)."""
-    value = os.environ.get("VN_ESYNCVIDSTORY")
-    if not value:
-        pytest.skip("VN_ESYNCVIDSTORY is not set: point it at E-SyncVidStory test_subset.json "
-                    "(../shared/data/esyncvidstory/) to run the real-data tests")
-    path = Path(value)
-    if not path.is_file():
-        pytest.fail(f"VN_ESYNCVIDSTORY={value} is not a file")
-    return path
+    return shared_file("VN_ESYNCVIDSTORY", "point it at E-SyncVidStory test_subset.json "
+                       "(../shared/data/esyncvidstory/) to run the real-data tests")
 
 
 @pytest.fixture
 def esync400_path() -> Path:
     """The first 400 official test records (set by CI to ../shared/data/esyncvidstory/test_first400.json)."""
-    value = os.environ.get("VN_ESYNCVIDSTORY_400")
-    if not value:
-        pytest.skip("VN_ESYNCVIDSTORY_400 is not set: point it at E-SyncVidStory test_first400.json "
-                    "(../shared/data/esyncvidstory/) to check the loader on 400 official records")
-    path = Path(value)
-    if not path.is_file():
-        pytest.fail(f"VN_ESYNCVIDSTORY_400={value} is not a file")
-    return path
+    return shared_file("VN_ESYNCVIDSTORY_400", "point it at E-SyncVidStory test_first400.json "
+                       "(../shared/data/esyncvidstory/) to check the loader on 400 official records")
 
 
 @pytest.fixture
 def real_video() -> Path:
     """A real video with real shots (set by CI to ../shared/data/videos/bigbuckbunny.mp4)."""
-    value = os.environ.get("VN_VIDEO")
-    if not value:
-        pytest.skip("VN_VIDEO is not set: point it at a real mp4 such as ../shared/data/videos/bigbuckbunny.mp4")
-    path = Path(value)
-    if not path.is_file():
-        pytest.fail(f"VN_VIDEO={value} is not a file")
-    return path
+    return shared_file("VN_VIDEO", "point it at a real mp4 such as ../shared/data/videos/bigbuckbunny.mp4")
 
 
 @pytest.fixture(scope="session")
