@@ -263,10 +263,11 @@ def narrate_systems(train: list[Video], test: list[Video], settings, features_di
 
     seed, llm = settings.train_seed, settings["llm"]
     gen = generation_config(settings, train)
+    device = "cuda" if torch.cuda.is_available() else "cpu"   # the features stay on the CPU until a batch needs them
     outputs, descriptions = {}, {}
     for system in settings["systems"]["trained"]:
         narrator = VideoNarrator.from_pretrained(Path(models_dir) / system, llm["path"],
-                                                 trust_remote_code=llm["trust_remote_code"])
+                                                 trust_remote_code=llm["trust_remote_code"]).to(device)
         system_tau = settings.tau(system)
         outputs[system] = narrate_with_model(narrator, test, features_dir, system_tau, gen, progress, free=True)
         descriptions[system] = describe(system) + f"; trained by `03` for the same steps ({Path(models_dir) / system})"
@@ -279,7 +280,7 @@ def narrate_systems(train: list[Video], test: list[Video], settings, features_di
                 outputs[name] = narrate_with_model(narrator, test, None, system_tau, gen, progress, visual=visual)
                 descriptions[name] = CONTROL_DESCRIPTIONS[name]
     torch.manual_seed(seed)   # the fresh LoRA adapter's A matrices (B = 0: the identity)
-    zero_shot = VideoNarrator.from_llm(settings.model("text_only"), llm["path"], settings.lora())
+    zero_shot = VideoNarrator.from_llm(settings.model("text_only"), llm["path"], settings.lora()).to(device)
     zero_shot.prompt_options = zero_shot_options(zero_shot.tokenizer)
     outputs["zero_shot"] = narrate_with_model(zero_shot, test, None, settings.tau(), gen, progress, free=True)
     descriptions["zero_shot"] = ("the base LLM, no fine-tuning and no video (a fresh LoRA adapter is the identity), "

@@ -177,11 +177,12 @@ def peak_rss_mb() -> float:
 def mean_loss(model: VideoNarrator, samples: list[ClipSample], batch_size: int, autocast) -> float:
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     losses = []
     for k in range(0, len(samples), batch_size):
         chunk = samples[k:k + batch_size]
         with autocast():
-            losses.append(float(model(collate(chunk))) * len(chunk))
+            losses.append(float(model(collate(chunk).to(device))) * len(chunk))
     model.train(was_training)
     return sum(losses) / len(samples)
 
@@ -261,7 +262,7 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
         micro = micro_batches(plan[step], world, rank, cfg.grad_accum)   # this process's share
         total = 0.0
         for k, idx in enumerate(micro):
-            batch = collate([train_samples[i] for i in idx])
+            batch = collate([train_samples[i] for i in idx]).to(acc.device)   # samples stay on the CPU
             sync = acc.no_sync(wrapped) if (k < len(micro) - 1 and world > 1) else nullcontext()
             with sync, acc.autocast():
                 loss = wrapped(batch) / len(micro)
