@@ -99,6 +99,14 @@ def test_dvc_repro_then_noop_then_experiment(reproduced):
         "train_loss", "val_loss", "clips_per_s"}
     plots = run(["dvc", "plots", "show", "--json"], project, stdout_only=True)
     assert "reports/dvclive/videonarrator/plots/metrics/train/loss.tsv" in plots
+    # the HTML page a user opens: a Vega-Lite chart of each system's training loss, with its data points
+    run(["dvc", "plots", "show", "-o", "plots_html"], project)
+    html = (project / "plots_html/index.html").read_text()
+    assert "vega" in html.lower()
+    for system in ("videonarrator", "text_only"):
+        assert f"reports/dvclive/{system}/plots/metrics/train/loss.tsv" in html
+    train_loss = json.loads((project / "reports/train_videonarrator.json").read_text())["log"][0]["loss"]
+    assert f"{train_loss}"[:6] in html     # the first step's loss is a plotted value
 
 
 @pytest.mark.slow
