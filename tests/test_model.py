@@ -234,6 +234,18 @@ def packed_batch(model, mode, story_clips) -> ClipBatch:
     return collate(samples)
 
 
+def test_target_logprobs_are_each_samples_summed_log_probability(llm_dir):
+    """Packed with other clips of its video, each sample scores as it does alone (videonarrator.probe)."""
+    model = build(llm_dir).eval()
+    batch = packed_batch(model, "given", None)
+    with torch.no_grad():
+        got = model.target_logprobs(batch)
+        assert got.shape == (len(batch.samples),)
+        for k, s in enumerate(batch.samples):
+            want = -hand_loss(model, ClipBatch([s])) * len(s.target_ids)
+            torch.testing.assert_close(got[k], want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("mode,story_clips,row_cost", [("given", None, 0.0), ("generated", None, 1.0),
                                                        ("given", 1, 1.0)])

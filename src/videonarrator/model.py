@@ -496,6 +496,18 @@ class VideoNarrator(nn.Module):
         sample's context, so the loss equals that of one sequence per clip (``share_prefix``
         False: one pack per clip, the per-clip layout, for comparison).
         """
+        logits, labels = self._target_logits(batch, share_prefix)
+        return F.cross_entropy(logits.float(), labels)
+
+    def target_logprobs(self, batch: ClipBatch) -> torch.Tensor:
+        """(B,) summed log-probability of each sample's target given its own context
+        (teacher forced, packed like :meth:`forward`)."""
+        logits, labels = self._target_logits(batch, share_prefix=True)
+        token = -F.cross_entropy(logits.float(), labels, reduction="none")           # (N,)
+        return torch.stack([t.sum() for t in token.split([len(s.target_ids) for s in batch.samples])])
+
+    def _target_logits(self, batch: ClipBatch, share_prefix: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, V) logits before each of the batch's N target tokens, and the (N,) targets."""
         samples = batch.samples
         visual = self.visual([s.clip_patches for s in samples], [s.earlier_patches for s in samples],
                              [s.bucket for s in samples]) if self.visual is not None else [None] * len(samples)
@@ -519,7 +531,7 @@ class VideoNarrator(nn.Module):
         hidden = self.decoder()(inputs_embeds=x, attention_mask=self._attention_mask(layout, x),
                                 position_ids=layout.position_ids().to(x.device), use_cache=False).last_hidden_state
         logits = self._hf().get_output_embeddings()(hidden[rows, cols])            # (N, V): the head on targets only
-        return F.cross_entropy(logits.float(), labels)
+        return logits, labels
 
     def _attention_mask(self, layout: PackedLayout, x: torch.Tensor) -> torch.Tensor:
         """The layout's mask as transformers takes a ready 4D mask: eager adds it to the scores

@@ -1,0 +1,165 @@
+"""Forced choice of visible facts: does a trained narrator prefer the true value given the frames?
+
+``visual_attr_acc`` scores what a narrator says when it writes freely, so a fact it leaves out or
+words otherwise counts as wrong, and the decoder's choices hide what the model knows. This asks
+what the decoder cannot hide: each visible fact stated in a test clip's reference narration
+(synthetic truth) is written once with every value of its kind (all 6 colours, 3 shapes, 4
+actions, 6 settings); the narrator scores every version teacher forced (summed log-probability of
+the narration after the clip's given-storyline prompt with the reference story so far), and its
+choice is the most likely version. It is done twice: with the clip's own frames and with the next
+test video's (the shuffled control of ``evaluate.shuffled_visual``). A narrator that reads the fact
+off the frames chooses right more often with its own; one that does not scores the same under
+both, whatever its text prior gives it.
+
+    python -m videonarrator.probe --system videonarrator    # reports/probe_videonarrator.json + a table
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from . import intervals as I
+from .data.synthetic import VISUAL_VOCAB
+from .dataset import VisualInputs, clip_sample, visual_inputs
+from .model import VideoNarrator, collate
+from .prompt import PromptOptions
+from .schema import Video
+
+KINDS = tuple(VISUAL_VOCAB)
+
+
+def _phrase(value: str) -> re.Pattern:
+    return re.compile(rf"(?<![\w-]){re.escape(value)}(?![\w-])", re.IGNORECASE)
+
+
+def fact_versions(video: Video, i: int) -> list[tuple[str, str, dict[str, str]]]:
+    """(kind, true value, {value: the reference narration with that value}) for every visible fact
+    that clip ``i``'s reference narration states in words the vocabulary knows."""
+    clip, out = video.clips[i], []
+    truth = clip.truth or {}
+    for kind in KINDS:
+        value = truth.get(kind)
+        if kind not in truth.get("stated", []) or value not in VISUAL_VOCAB[kind]:
+            continue
+        found = _phrase(value).search(clip.narration)
+        if not found:
+            continue
+        start, end = found.span()
+        out.append((kind, value, {alt: clip.narration[:start] + alt + clip.narration[end:]
+                                  for alt in VISUAL_VOCAB[kind]}))
+    return out
+
+
+@torch.no_grad()
+def choices(model: VideoNarrator, videos: list[Video], visual: dict[str, VisualInputs] | None,
+            progress: bool = True) -> dict[str, list[tuple[int, int]]]:
+    """Per kind, per video: (facts chosen right, facts) under ``visual`` (None: a text-only model)."""
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    options = PromptOptions(position_text=model.cfg.position_text)
+    out = {kind: [[0, 0] for _ in videos] for kind in KINDS}
+    for v_idx, video in enumerate(tqdm(videos, desc="forced choice", unit="video", disable=not progress)):
+        vis = visual[video.id] if visual is not None else None
+        for i in range(len(video.clips)):
+            for kind, value, versions in fact_versions(video, i):
+                names = list(versions)
+                samples = []
+                for alt in names:
+                    clips = list(video.clips)
+                    clips[i] = replace(clips[i], narration=versions[alt])
+                    samples.append(clip_sample(model.tokenizer, replace(video, clips=clips), i, vis, "given",
+                                               num_buckets=model.cfg.num_position_buckets,
+                                               story_clips=model.cfg.story_clips, options=options))
+                scores = model.target_logprobs(collate(samples).to(device))
+                out[kind][v_idx][0] += names[int(scores.argmax())] == value
+                out[kind][v_idx][1] += 1
+    return {kind: [tuple(c) for c in per_video] for kind, per_video in out.items()}
+
+
+def _rate(counts: dict[str, list[tuple[int, int]]], kinds, n_boot: int, seed: int) -> dict[str, float]:
+    hits = [sum(counts[k][v][0] for k in kinds) for v in range(len(next(iter(counts.values()))))]
+    n = [sum(counts[k][v][1] for k in kinds) for v in range(len(hits))]
+    return I.rate_ci(hits, n, n_boot, seed)
+
+
+def probe(model: VideoNarrator, test: list[Video], own_visual: dict[str, VisualInputs] | None,
+          n_boot: int = I.N_BOOT, seed: int = 0, progress: bool = True) -> dict:
+    """Forced-choice accuracy per kind and overall with the own frames (``own_visual``; None for a
+    text-only model) and the shuffled control, each with its count and interval over test videos,
+    their paired difference and the chance level (1 / the kind's number of values, averaged over
+    the facts)."""
+    from .evaluate import shuffled_visual
+
+    sees = model.visual is not None
+    if sees and own_visual is None:
+        raise ValueError("a model that sees needs the test videos' frames (own_visual)")
+    runs = {"own": choices(model, test, own_visual if sees else None, progress)}
+    if sees:
+        runs["shuffled"] = choices(model, test, shuffled_visual(test, own_visual), progress)
+    report: dict = {}
+    for name, kinds in [(k, (k,)) for k in KINDS] + [("all", KINDS)]:
+        facts = sum(c[1] for k in kinds for c in runs["own"][k])
+        if not facts:
+            continue
+        row = {run: _rate(counts, kinds, n_boot, seed) for run, counts in runs.items()}
+        row["chance"] = sum(c[1] / len(VISUAL_VOCAB[k]) for k in kinds for c in runs["own"][k]) / facts
+        if sees:
+            own, shuf = (I.ratio([sum(runs[r][k][v][0] for k in kinds) for v in range(len(test))],
+                                 [sum(runs[r][k][v][1] for k in kinds) for v in range(len(test))])
+                         for r in ("own", "shuffled"))
+            row["own_minus_shuffled"] = I.paired_difference_ci(own, shuf, len(test), n_boot, seed)
+        report[name] = row
+    return report
+
+
+def table(report: dict) -> str:
+    """The report as a Markdown table."""
+    lines = ["| facts | own frames | shuffled frames | own − shuffled | chance |", "|---|---|---|---|---|"]
+    for name, row in report.items():
+        cells = [f"{I.format_ci(row[r]['value'], row[r]['lo'], row[r]['hi'])} ({int(row[r]['k'])}/{int(row[r]['n'])})"
+                 if r in row else "" for r in ("own", "shuffled")]
+        d = row.get("own_minus_shuffled")
+        diff = f"{d['value']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]" if d else ""
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {diff} | {row['chance']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .config import Settings
+    from .io import write_json
+    from .schema import load_dataset, split_videos
+
+    parser = argparse.ArgumentParser(description="Forced choice of visible facts on the test split.")
+    parser.add_argument("--system", default="videonarrator")
+    parser.add_argument("--root", default=".", help="project root: params.yaml, data/, models/, reports/")
+    parser.add_argument("--n-boot", type=int, default=I.N_BOOT)
+    args = parser.parse_args(argv)
+    root = Path(args.root)
+    settings = Settings.load(root / "params.yaml")
+    videos, _ = load_dataset(root / "data/processed/dataset.json")
+    test = split_videos(videos, "test")
+    if not any(fact_versions(v, i) for v in test for i in range(len(v.clips))):
+        raise SystemExit("the test split states no visible fact with synthetic truth; the probe needs the "
+                         "synthetic ads (common.dataset: synthetic)")
+    llm = settings["llm"]
+    model = VideoNarrator.from_pretrained(root / "models" / args.system, root / llm["path"],
+                                          trust_remote_code=llm["trust_remote_code"])
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    tau = settings.tau(args.system)
+    own = {v.id: visual_inputs(v, root / "data/features", tau) for v in test} if model.visual is not None else None
+    report = probe(model, test, own, args.n_boot, settings.data_seed)
+    path = root / "reports" / f"probe_{args.system}.json"
+    write_json(path, report)
+    print(table(report))
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

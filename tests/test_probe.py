@@ -1,0 +1,83 @@
+from dataclasses import replace
+
+import pytest
+import torch
+
+from helpers import DEFAULTS, make_tiny_llm
+from test_model import CFG, LORA, P, W
+from videonarrator.dataset import VisualInputs
+from videonarrator.model import VideoNarrator
+from videonarrator.probe import KINDS, choices, fact_versions, probe, table
+from videonarrator.prompt import build_clip_prompt
+from videonarrator.schema import Clip, Product, Video
+
+# true values are never the first of their kind's vocabulary (a tie picks the first version)
+NARR = [("This red square model, on a table at the beach.", {"colour": "red", "shape": "square",
+         "action": "on a table", "setting": "at the beach"}),
+        ("Meet it. The blue triangular one, with sparkles.", {"colour": "blue", "shape": "triangular",
+                                                              "action": "with sparkles", "setting": "in a studio"}),
+        ("Try it today.", {"colour": "red", "shape": "square"})]
+
+
+def make_video(vid: str, colours: tuple[str, str, str]) -> Video:
+    clips = []
+    for i, ((text, truth), colour) in enumerate(zip(NARR, colours)):
+        text, truth = text.replace(truth["colour"], colour), {**truth, "colour": colour}
+        stated = [k for k in KINDS if k in truth and truth[k] in text]
+        clips.append(Clip(index=i, start=3.0 * i, end=3.0 * (i + 1), window=(2, 12), labels=["pain_point"],
+                          narration=text, truth={**truth, "stated": stated}))
+    return Video(id=vid, product=Product("Lumo lamp", {"quality": ["never flickers"]}), clips=clips)
+
+
+VIDEOS = [make_video("a", ("red", "blue", "red")), make_video("b", ("green", "red", "red"))]
+
+
+def visual(seed: int) -> VisualInputs:
+    g = torch.Generator().manual_seed(seed)
+    clips = [torch.randn(2, P, W, generator=g) for _ in range(3)]
+    return VisualInputs(clips=clips, kept=[[0, 1]] * 3, totals=[2] * 3)
+
+
+def test_fact_versions_rewrite_the_stated_words_only():
+    facts = fact_versions(VIDEOS[0], 0)
+    assert [(k, v) for k, v, _ in facts] == [("colour", "red"), ("shape", "square"), ("action", "on a table"),
+                                             ("setting", "at the beach")]
+    kind, value, versions = facts[0]
+    assert versions[value] == VIDEOS[0].clips[0].narration and len(versions) == 6
+    assert versions["purple"] == "This purple square model, on a table at the beach."
+    assert [k for k, _, _ in fact_versions(VIDEOS[0], 1)] == ["colour", "shape", "action"]   # setting not said
+    assert fact_versions(VIDEOS[0], 2) == []                                                  # nothing visible said
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    corpus = [build_clip_prompt(v, i, mode="given").text() for v in VIDEOS for i in range(3)] * 10
+    llm = make_tiny_llm(tmp_path_factory.mktemp("llm") / "tiny", corpus)
+    torch.manual_seed(0)
+    return VideoNarrator.from_llm(replace(CFG), llm, lora=LORA).eval()
+
+
+def test_choices_count_what_the_scores_prefer(model, monkeypatch):
+    """A scorer that always prefers 'red': right exactly on the red facts, whatever the frames."""
+    def says_red(batch):
+        texts = [model.tokenizer.decode(s.target_ids) for s in batch.samples]
+        return torch.tensor([1.0 if "red" in t else 0.0 for t in texts])
+    monkeypatch.setattr(model, "target_logprobs", says_red)
+    counts = choices(model, VIDEOS, {v.id: visual(k) for k, v in enumerate(VIDEOS)}, progress=False)
+    assert counts["colour"] == [(1, 2), (1, 2)]       # a: red, blue; b: green, red
+    assert counts["shape"] == counts["action"] == [(0, 2), (0, 2)]     # ties: the first value, never the true one
+    assert counts["setting"] == [(0, 1), (0, 1)]
+
+
+def test_probe_report_has_counts_intervals_chance_and_the_control(model):
+    own = {v.id: visual(k) for k, v in enumerate(VIDEOS)}
+    report = probe(model, VIDEOS, own, n_boot=20, progress=False)
+    assert set(report) == {"colour", "shape", "action", "setting", "all"}
+    assert report["all"]["own"]["n"] == report["all"]["shuffled"]["n"] == 2 * (4 + 3)
+    assert report["colour"]["chance"] == pytest.approx(1 / 6)
+    assert 0 <= report["all"]["own"]["value"] <= 1 and "own_minus_shuffled" in report["all"]
+    assert "| all |" in table(report)
+    text_only = VideoNarrator.from_llm(replace(CFG, use_video=False), model.tokenizer.name_or_path, lora=LORA).eval()
+    assert "shuffled" not in probe(text_only, VIDEOS, None, n_boot=5, progress=False)["all"]
+    with pytest.raises(ValueError, match="own_visual"):
+        probe(model, VIDEOS, None, n_boot=5, progress=False)
