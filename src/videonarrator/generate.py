@@ -94,7 +94,7 @@ import torch
 from .dataset import VisualInputs, clip_sample
 from .labels import check_label, format_labels, label_candidates
 from .model import ClipBatch, VideoNarrator, pad_embeds
-from .prompt import MODES, TEMPLATES, ClipPrompt, PromptOptions, build_clip_prompt, parse_generated
+from .prompt import MODES, TEMPLATES, ClipPrompt, build_clip_prompt, parse_generated
 from .schema import Video, text_length
 
 SENTENCE_END = ".!?。！？"
@@ -472,8 +472,7 @@ def _narrate_clip(model: VideoNarrator, states: list[_VideoState], i: int, cfg: 
     tails, cached, prompts = [], [], []
     for s in states:
         story = [o.text for o in s.outputs]
-        # set on the zero-shot row (evaluate); a trained model's prompt follows its config
-        options = getattr(model, "prompt_options", None) or PromptOptions(position_text=model.cfg.position_text)
+        options = model.prompt_options
         sample = clip_sample(tok, s.video, i, s.visual, cfg.mode, story_so_far=story, with_target=False,
                              num_buckets=model.cfg.num_position_buckets, story_clips=model.cfg.story_clips,
                              options=options)

@@ -340,7 +340,7 @@ def _norm_phrase(phrase: str) -> str:
     return " ".join(phrase.lower().split())
 
 
-def _phrase_pattern(phrase: str) -> re.Pattern:
+def phrase_pattern(phrase: str) -> re.Pattern:
     """Whole-word, case-insensitive pattern; inner whitespace matches any whitespace run.
 
     A word boundary is required at an edge only where the edge character is a
@@ -357,7 +357,7 @@ def _phrase_pattern(phrase: str) -> re.Pattern:
 def mentions(text: str, vocab: dict[str, Iterable[str]]) -> dict[str, set[str]]:
     """attribute -> the phrases of ``vocab[attribute]`` that ``text`` mentions (normalised).
 
-    Matching is whole-word and case-insensitive (:func:`_phrase_pattern`).
+    Matching is whole-word and case-insensitive (:func:`phrase_pattern`).
     One span of text states one fact: the longest matching phrase of *any*
     attribute wins and shorter matches inside or overlapping it do not count,
     so "dark red" mentions "dark red", not "red", and, with the knowledge
@@ -368,7 +368,7 @@ def mentions(text: str, vocab: dict[str, Iterable[str]]) -> dict[str, set[str]]:
     found = []  # (start, end, attr, phrase)
     for attr, phrases in vocab.items():
         for phrase in {_norm_phrase(p) for p in phrases if p.strip()}:
-            found += [(m.start(), m.end(), attr, phrase) for m in _phrase_pattern(phrase).finditer(text)]
+            found += [(m.start(), m.end(), attr, phrase) for m in phrase_pattern(phrase).finditer(text)]
     taken: set[tuple[int, int]] = set()
     out: dict[str, set[str]] = {attr: set() for attr in vocab}
     for start, end, attr, phrase in sorted(found, key=lambda f: (f[0] - f[1], f[0])):

@@ -42,7 +42,7 @@ from torch import nn
 
 from .io import atomic_path, read_json, write_json
 from .llm import LoraSettings, load_llm, load_qformer
-from .prompt import ClipPrompt
+from .prompt import ClipPrompt, PromptOptions
 from .schema import Video
 
 
@@ -445,6 +445,8 @@ class VideoNarrator(nn.Module):
         self.visual = VisualEncoder(cfg) if cfg.use_video else None
         self.llm = llm                  # peft model: base weights frozen, LoRA trainable
         self.tokenizer = tokenizer
+        # the prompt this narrator trains, narrates and is probed with (evaluate's zero-shot row replaces it)
+        self.prompt_options = PromptOptions(position_text=cfg.position_text)
 
     @classmethod
     def from_llm(cls, cfg: VideoNarratorConfig, llm_path: str | Path, lora: LoraSettings | None,

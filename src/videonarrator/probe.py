@@ -15,7 +15,6 @@ both, whatever its text prior gives it.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,15 +23,11 @@ import torch
 from . import intervals as I
 from .data.synthetic import VISUAL_VOCAB
 from .dataset import VisualInputs, clip_sample, visual_inputs
+from .metrics import phrase_pattern
 from .model import VideoNarrator, collate
-from .prompt import PromptOptions
 from .schema import Video
 
 KINDS = tuple(VISUAL_VOCAB)
-
-
-def _phrase(value: str) -> re.Pattern:
-    return re.compile(rf"(?<![\w-]){re.escape(value)}(?![\w-])", re.IGNORECASE)
 
 
 def fact_versions(video: Video, i: int) -> list[tuple[str, str, dict[str, str]]]:
@@ -44,7 +39,7 @@ def fact_versions(video: Video, i: int) -> list[tuple[str, str, dict[str, str]]]
         value = truth.get(kind)
         if kind not in truth.get("stated", []) or value not in VISUAL_VOCAB[kind]:
             continue
-        found = _phrase(value).search(clip.narration)
+        found = phrase_pattern(value).search(clip.narration)   # as visual_attr_acc finds it
         if not found:
             continue
         start, end = found.span()
@@ -60,7 +55,6 @@ def choices(model: VideoNarrator, videos: list[Video], visual: dict[str, VisualI
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
-    options = PromptOptions(position_text=model.cfg.position_text)
     out = {kind: [[0, 0] for _ in videos] for kind in KINDS}
     for v_idx, video in enumerate(tqdm(videos, desc="forced choice", unit="video", disable=not progress)):
         vis = visual[video.id] if visual is not None else None
@@ -73,17 +67,18 @@ def choices(model: VideoNarrator, videos: list[Video], visual: dict[str, VisualI
                     clips[i] = replace(clips[i], narration=versions[alt])
                     samples.append(clip_sample(model.tokenizer, replace(video, clips=clips), i, vis, "given",
                                                num_buckets=model.cfg.num_position_buckets,
-                                               story_clips=model.cfg.story_clips, options=options))
+                                               story_clips=model.cfg.story_clips, options=model.prompt_options))
                 scores = model.target_logprobs(collate(samples).to(device))
                 out[kind][v_idx][0] += names[int(scores.argmax())] == value
                 out[kind][v_idx][1] += 1
     return {kind: [tuple(c) for c in per_video] for kind, per_video in out.items()}
 
 
-def _rate(counts: dict[str, list[tuple[int, int]]], kinds, n_boot: int, seed: int) -> dict[str, float]:
-    hits = [sum(counts[k][v][0] for k in kinds) for v in range(len(next(iter(counts.values()))))]
-    n = [sum(counts[k][v][1] for k in kinds) for v in range(len(hits))]
-    return I.rate_ci(hits, n, n_boot, seed)
+def _per_video(counts: dict[str, list[tuple[int, int]]], kinds) -> tuple[list[int], list[int]]:
+    """Per video: facts of ``kinds`` chosen right, and facts of ``kinds``."""
+    videos = range(len(counts[kinds[0]]))
+    return ([sum(counts[k][v][0] for k in kinds) for v in videos],
+            [sum(counts[k][v][1] for k in kinds) for v in videos])
 
 
 def probe(model: VideoNarrator, test: list[Video], own_visual: dict[str, VisualInputs] | None,
@@ -102,15 +97,14 @@ def probe(model: VideoNarrator, test: list[Video], own_visual: dict[str, VisualI
         runs["shuffled"] = choices(model, test, shuffled_visual(test, own_visual), progress)
     report: dict = {}
     for name, kinds in [(k, (k,)) for k in KINDS] + [("all", KINDS)]:
-        facts = sum(c[1] for k in kinds for c in runs["own"][k])
+        per_video = {run: _per_video(counts, kinds) for run, counts in runs.items()}
+        facts = sum(per_video["own"][1])
         if not facts:
             continue
-        row = {run: _rate(counts, kinds, n_boot, seed) for run, counts in runs.items()}
+        row = {run: I.rate_ci(*hits_n, n_boot, seed) for run, hits_n in per_video.items()}
         row["chance"] = sum(c[1] / len(VISUAL_VOCAB[k]) for k in kinds for c in runs["own"][k]) / facts
         if sees:
-            own, shuf = (I.ratio([sum(runs[r][k][v][0] for k in kinds) for v in range(len(test))],
-                                 [sum(runs[r][k][v][1] for k in kinds) for v in range(len(test))])
-                         for r in ("own", "shuffled"))
+            own, shuf = (I.ratio(*per_video[run]) for run in ("own", "shuffled"))
             row["own_minus_shuffled"] = I.paired_difference_ci(own, shuf, len(test), n_boot, seed)
         report[name] = row
     return report

@@ -377,7 +377,6 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
     from .config import Settings
     from .dataset import training_samples
     from .features import stored_shape
-    from .prompt import PromptOptions
     from .schema import split_videos
     from .systems import sees_video as system_sees_video
 
@@ -403,7 +402,7 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
     seed, modes = settings.train_seed, params["train"]["modes"]
     buckets = model_cfg.num_position_buckets
     story = model_cfg.story_clips
-    options = PromptOptions(position_text=model_cfg.position_text)
+    options = narrator.prompt_options
     train_samples = training_samples(narrator.tokenizer, train_videos, features_dir, tau,
                                      modes, seed, buckets, story, options)
     val_samples = training_samples(narrator.tokenizer, split_videos(videos, "val"), features_dir, tau,
