@@ -94,3 +94,15 @@ def test_a_failed_stage_keeps_its_persistent_cache():
     removable = stage.stage_outputs("features", ROOT, persistent=False)
     assert ROOT / "data/features" in all_outs and ROOT / "data/features" not in removable
     assert ROOT / "reports/features.json" in removable
+
+
+@pytest.mark.slow
+def test_a_stage_logs_its_progress_bars_as_text(tmp_path, monkeypatch, caplog):
+    # papermill's kernel shows no widgets: the bar must reach the log as it runs
+    monkeypatch.delenv("VN_PROGRESS", raising=False)
+    monkeypatch.setenv("VN_PROGRESS_INTERVAL", "0")
+    root = fake_project(tmp_path, "from videonarrator.progress import progress_bar\n"
+                                  "for _ in progress_bar(range(4), desc='counting clips'): pass")
+    with caplog.at_level("INFO", logger="papermill"):
+        stage.run_stage("prepare", root, log_output=True)
+    assert "counting clips" in caplog.text and "4/4" in caplog.text

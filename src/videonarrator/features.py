@@ -57,6 +57,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from safetensors.torch import save_file
 
 from .io import atomic_path, atomic_write_text, hub_offline
+from .progress import progress_bar
 from .schema import Video
 
 FEATURES_FORMAT = "videonarrator-features-v2"
@@ -432,7 +433,6 @@ def extract_features(videos: Iterable[Video], frames_root: str | Path, out_dir: 
     Each finished video is written atomically, so an interrupted run leaves
     only valid files and a rerun resumes.
     """
-    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     frames_root, out_dir = Path(frames_root), Path(out_dir)
@@ -465,7 +465,7 @@ def extract_features(videos: Iterable[Video], frames_root: str | Path, out_dir: 
         def submit(batch: list[tuple[int, Path]]) -> list[Future]:
             return [pool.submit(_timed_decode, p, size) for _, p in batch]
 
-        bar = tqdm(total=len(stream), desc="features", unit="frame", disable=not progress)
+        bar = progress_bar(total=len(stream), desc="features", unit="frame", disable=not progress)
         done_pooled: list[torch.Tensor] = []   # per-frame outputs of the video being filled
         done_tokens: list[torch.Tensor] = []
         current, filled = 0, 0

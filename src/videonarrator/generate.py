@@ -94,6 +94,7 @@ import torch
 from .dataset import VisualInputs, clip_sample
 from .labels import check_label, format_labels, label_candidates
 from .model import ClipBatch, VideoNarrator, pad_embeds
+from .progress import progress_bar
 from .prompt import MODES, TEMPLATES, ClipPrompt, build_clip_prompt, parse_generated
 from .schema import Video, text_length
 
@@ -570,7 +571,6 @@ def narrate_videos(model: VideoNarrator, videos: list[Video], visual_by_video: d
     ``on_clip(video id, clip index, output)`` is called as each clip is done
     (e.g. to move a progress bar in a UI).
     """
-    from tqdm.auto import tqdm
 
     cfg = cfg.check()
     ids = [v.id for v in videos]
@@ -590,7 +590,7 @@ def narrate_videos(model: VideoNarrator, videos: list[Video], visual_by_video: d
     was_training = model.training
     model.eval()                                       # no LoRA dropout: decoding must be reproducible
     results: dict[str, list[ClipOutput]] = {}
-    bar = tqdm(total=sum(len(v.clips) for v in videos), desc="narrating", unit="clip", disable=not progress)
+    bar = progress_bar(total=sum(len(v.clips) for v in videos), desc="narrating", unit="clip", disable=not progress)
     try:
         for start in range(0, len(videos), cfg.batch_size):
             states = [_VideoState(v, visual_by_video.get(v.id) if model.visual is not None else None)

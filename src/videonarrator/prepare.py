@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .io import atomic_path
+from .progress import progress_bar
 from .schema import Clip, Video, save_dataset
 from .stats import dataset_statistics
 from .video import VideoError, boundary_f1, cut_clips, frame_index, read_frames, sample_times
@@ -93,13 +94,12 @@ def prepare_dataset(videos: list[Video], raw_root: str | Path, out_dir: str | Pa
     """
     import shutil
 
-    from tqdm.auto import tqdm
 
     raw_root = Path(raw_root)
     prepared, counts, skipped = [], [], []
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        for video in tqdm(videos, desc="detect clips, sample frames", disable=not progress):
+        for video in progress_bar(videos, desc="detect clips, sample frames", disable=not progress):
             try:
                 v, n = prepare_video(video, raw_root, tmp, cfg)
             except (VideoError, ValueError) as err:

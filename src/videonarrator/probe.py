@@ -25,6 +25,7 @@ from .data.synthetic import VISUAL_VOCAB
 from .dataset import VisualInputs, clip_sample, visual_inputs
 from .metrics import phrase_pattern
 from .model import VideoNarrator, collate
+from .progress import progress_bar
 from .schema import Video
 
 KINDS = tuple(VISUAL_VOCAB)
@@ -52,11 +53,10 @@ def fact_versions(video: Video, i: int) -> list[tuple[str, str, dict[str, str]]]
 def choices(model: VideoNarrator, videos: list[Video], visual: dict[str, VisualInputs] | None,
             progress: bool = True) -> dict[str, list[tuple[int, int]]]:
     """Per kind, per video: (facts chosen right, facts) under ``visual`` (None: a text-only model)."""
-    from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     out = {kind: [[0, 0] for _ in videos] for kind in KINDS}
-    for v_idx, video in enumerate(tqdm(videos, desc="forced choice", unit="video", disable=not progress)):
+    for v_idx, video in enumerate(progress_bar(videos, desc="forced choice", unit="video", disable=not progress)):
         vis = visual[video.id] if visual is not None else None
         for i in range(len(video.clips)):
             for kind, value, versions in fact_versions(video, i):

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .progress import progress_bar
 from .schema import Video, split_by_rank
 
 # E-SyncVidStory as described by the paper (Yang et al., ACL 2024: 6,032 videos, 41,292 clips; windows are the
@@ -160,7 +161,6 @@ def prepare_official(esv: dict, seed: int, out_dir: str | Path, skip_bad: bool =
     frames.  A video without frames stops the run naming it, unless
     ``skip_bad``: then it is left out and listed.  Atomic, as prepare_dataset.
     """
-    from tqdm.auto import tqdm
 
     from .data.esyncvidstory import load_esyncvidstory, load_esyncvidstory_report, resolve_frames
     from .io import atomic_path
@@ -195,7 +195,7 @@ def prepare_official(esv: dict, seed: int, out_dir: str | Path, skip_bad: bool =
     prepared = []
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        for video, (_, paths) in tqdm(list(zip(split, found)), desc="frames", disable=not progress):
+        for video, (_, paths) in progress_bar(list(zip(split, found)), desc="frames", disable=not progress):
             clips = []
             for clip, clip_paths in zip(video.clips, paths):
                 rel = [f"frames/{video.id}/{p.name}" for p in clip_paths]

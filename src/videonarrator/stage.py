@@ -6,7 +6,9 @@ parameters, and keeps the executed notebook under ``reports/`` so a reader
 sees every output.  On failure the executed notebook (with the traceback) is
 kept as ``reports/<name>.failed.ipynb``, the stage's outputs are removed so
 nothing half-written looks valid (a ``persist: true`` cache is kept: its files are
-written one by one, atomically), and the exit status is non-zero.
+written one by one, atomically), and the exit status is non-zero.  Progress bars
+of long work (training, narration) reach the ``dvc repro`` log as text lines
+(``VN_PROGRESS=text``, see :mod:`videonarrator.progress`).
 """
 from __future__ import annotations
 
@@ -167,6 +169,7 @@ def run_stage(stage: str, root: str | Path = ".", log_output: bool = True, syste
         raise StageError(f"notebook {source} is missing")
     for key, value in OFFLINE_ENV.items():  # the kernel inherits these: nothing loads from a hub
         os.environ.setdefault(key, value)
+    os.environ.setdefault("VN_PROGRESS", "text")  # progress bars as log lines: nobody sees the kernel's widgets
     failed.unlink(missing_ok=True)
     with atomic_path(executed) as tmp:
         try:

@@ -33,6 +33,7 @@ import torch
 from .io import atomic_path
 from .model import (ClipSample, VideoNarrator, VideoNarratorConfig, attention_cost, collate, pack_layout,
                     visual_token_count)
+from .progress import progress_bar
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -230,7 +231,6 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
     (same settings and data only).  ``stop_after`` ends the run early after
     that many steps (used to test resuming).
     """
-    from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
     ckpt = out_dir.parent / f"{out_dir.name}.ckpt" / CHECKPOINT
@@ -257,7 +257,7 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
 
     t0, clips_seen = time.time(), 0
     end = min(cfg.steps, stop_after if stop_after is not None else cfg.steps)
-    bar = tqdm(range(start, end), desc="train", disable=not (progress and acc.is_main_process))
+    bar = progress_bar(range(start, end), desc="train", disable=not (progress and acc.is_main_process))
     for step in bar:
         micro = micro_batches(plan[step], world, rank, cfg.grad_accum)   # this process's share
         total = 0.0

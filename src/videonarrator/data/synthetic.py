@@ -46,6 +46,7 @@ import numpy as np
 
 from ..io import atomic_path
 from ..labels import LABELS
+from ..progress import progress_bar
 from ..schema import UNITS_PER_SECOND, Clip, Product, Video, save_dataset, split_by_rank, text_length, window_around
 
 # -- what can be seen ----------------------------------------------------------
@@ -601,13 +602,12 @@ def render_video(video: Video, root: Path, size: int, fps: int) -> Path:
 
 def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True) -> list[Video]:
     """Write ``out_dir/videos/*.mp4`` and ``out_dir/annotations.json``; return the records."""
-    from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
     rng = np.random.default_rng(cfg.seed)
     videos = [make_video_record(rng, i, cfg) for i in range(cfg.n_videos)]
     assign_splits(videos, cfg, rng)
-    for video in tqdm(videos, desc="render synthetic ads", disable=not progress):
+    for video in progress_bar(videos, desc="render synthetic ads", disable=not progress):
         render_video(video, out_dir, cfg.frame_size, cfg.fps)
     save_dataset(videos, out_dir / "annotations.json",
                  meta={"source": "synthetic", "benchmark": 2, "config": vars(cfg), "visual_vocab": VISUAL_VOCAB})
