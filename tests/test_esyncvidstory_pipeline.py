@@ -39,6 +39,8 @@ def test_real_data_profile_runs_through_dvc(project, esync_path):
     rows = [line for line in results.splitlines() if line.startswith("| text_only |")]
     assert len(rows) == 2                                             # the plain table and the one with intervals
     assert "| text_only - position_prior |" in results and "Per-label F1" in results
+    examples = (project / "reports/esyncvidstory/examples.md").read_text()
+    assert examples.count("| best |") == 3 and examples.count("| worst |") == 3
     intervals = json.loads((project / "reports/esyncvidstory/intervals.json").read_text())
     assert intervals["test_videos"] == 6 and intervals["n_boot"] == params["esyncvidstory"]["n_boot"]
     acc = intervals["systems"]["position_prior"]["label_acc"]

@@ -204,3 +204,15 @@ def test_label_distribution_and_paper_rows():
     assert rows[0] == {"label": "pain point", "name": "痛点铺垫", "clips": 2, "share": 1.0}
     assert rows[1]["clips"] == 1 and rows[1]["share"] == 0.5 and len(rows) == 12
     assert R.field_name_en("售后服务") == "after-sales service"
+
+
+def test_narration_examples_are_the_best_and_worst_clips_by_rouge():
+    texts = ["皮肤干燥怎么办呢", "这款面霜很滋润哦", "买二送一快来抢购"]
+    test = [labelled_video("v", [["pain_point"], ["product_efficacy"], ["purchase_guidance"]], texts)]
+    given = {"v": [out("皮肤干燥怎么办呢", None), out("完全无关的话", None), out("买二送一快来", None)]}
+    rows = R.narration_examples(test, given, n=1)
+    assert [(r[""], r["clip"]) for r in rows] == [("best", "1/3"), ("worst", "2/3")]
+    assert rows[0]["ROUGE-L"] == 1.0 and rows[1]["ROUGE-L"] == 0.0
+    assert rows[0]["reference"] == rows[0]["generated"] == texts[0] and rows[1]["label"] == "产品功效"
+    assert rows[0]["product"] == "面霜" and rows[0]["characters (window)"].startswith("8 (")
+    assert len(R.narration_examples(test, given, n=5)) == 3                  # every clip once, never twice

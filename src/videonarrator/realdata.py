@@ -308,6 +308,29 @@ def caption_report(test: list[Video], given: dict, n_boot: int, seed: int) -> di
     return out
 
 
+def narration_examples(test: list[Video], given: dict, n: int = 2) -> list[dict[str, Any]]:
+    """The ``n`` best and ``n`` worst given-storyline narrations by character ROUGE-L against the
+    reference (ties: video and clip order), as rows to show beside their references."""
+    from . import metrics as M
+    from .labels import format_labels
+    from .schema import text_length
+
+    scored = [(M.rouge_l([c.narration], [o.text], "zh"), v, i)
+              for v in test for i, (c, o) in enumerate(zip(v.clips, given[v.id])) if c.narration]
+    order = sorted(range(len(scored)), key=lambda k: -scored[k][0])
+    best = order[:n]
+    picks = [("best", k) for k in best] + [("worst", k) for k in order[::-1] if k not in best][:n]
+    rows = []
+    for kind, k in picks:
+        score, v, i = scored[k]
+        clip, text = v.clips[i], given[v.id][i].text
+        rows.append({"": kind, "video": v.id, "product": v.product.name, "clip": f"{i + 1}/{len(v.clips)}",
+                     "label": format_labels(clip.labels, "zh"), "reference": clip.narration, "generated": text,
+                     "characters (window)": f"{text_length(text, 'zh')} ({clip.window[0]}-{clip.window[1]})",
+                     "ROUGE-L": round(score, 3)})
+    return rows
+
+
 def interval_report(outputs: dict[str, Any], test: list[Video], n_boot: int, seed: int,
                     reference: str = "position_prior") -> dict[str, Any]:
     """Every system's figures with intervals, and each labelling system's label_acc minus the
