@@ -72,7 +72,7 @@ def test_training_on_gpu_lowers_the_loss_and_saves_a_model_the_cpu_loads(llm_dir
     assert result["precision"] == resolve_precision("auto", CUDA)
     assert next(model.parameters()).device.type == "cuda"          # accelerate placed it on the GPU
     assert result["final_loss"] < result["first_loss"] - 0.1, result["log"]
-    loaded = VideoNarrator.from_pretrained(tmp_path / "m", llm_dir)  # on the CPU
+    loaded = VideoNarrator.from_pretrained(tmp_path / "m", llm_dir, device="cpu")
     trained = {n: p.detach().cpu() for n, p in model.trainable_parameters().items()}
     for name, p in loaded.trainable_parameters().items():
         torch.testing.assert_close(p, trained[name].float(), msg=name)

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from helpers import DEFAULTS, make_tiny_llm
 from videonarrator.model import (ClipBatch, ClipSample, VideoNarrator, VideoNarratorConfig, VisualEncoder,
-                                 clip_bucket, collate, encode_sample, pack_layout, pad_embeds, position_bucket)
+                                 clip_bucket, collate, default_device, encode_sample, pack_layout, pad_embeds,
+                                 position_bucket)
 from videonarrator.prompt import build_clip_prompt
 from videonarrator.schema import Clip, Product, Video
 
@@ -327,7 +328,7 @@ def test_save_load_round_trip(llm_dir, tmp_path):
         loss = model(batch)
     model.save_pretrained(tmp_path / "narrator")
     assert {p.name for p in (tmp_path / "narrator").iterdir()} == {"config.json", "visual.safetensors", "adapter"}
-    again = VideoNarrator.from_pretrained(tmp_path / "narrator", llm_dir)
+    again = VideoNarrator.from_pretrained(tmp_path / "narrator", llm_dir, device="cpu")
     assert again.cfg == model.cfg and not again.training
     theirs = dict(again.named_parameters())
     assert set(theirs) == set(dict(model.named_parameters()))
@@ -337,6 +338,7 @@ def test_save_load_round_trip(llm_dir, tmp_path):
         assert torch.equal(again(batch), loss)
     trainable = VideoNarrator.from_pretrained(tmp_path / "narrator", llm_dir, trainable=True)
     assert set(trainable.trainable_parameters()) == set(model.trainable_parameters())
+    assert next(trainable.parameters()).device.type == default_device().type   # the GPU when there is one
     with pytest.raises(FileNotFoundError, match="config.json missing"):
         VideoNarrator.from_pretrained(tmp_path / "nothing", llm_dir)
 

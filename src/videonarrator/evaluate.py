@@ -37,7 +37,7 @@ from . import metrics as M
 from .dataset import VisualInputs, visual_inputs
 from .generate import ClipOutput, GenerationConfig, narrate_videos
 from .labels import LABELS, label_candidates
-from .model import VideoNarrator, position_bucket
+from .model import VideoNarrator, default_device, position_bucket
 from .prompt import PromptOptions, chat_wrap
 from .schema import Video, text_length
 from .voice import spoken_fit
@@ -263,11 +263,11 @@ def narrate_systems(train: list[Video], test: list[Video], settings, features_di
 
     seed, llm = settings.train_seed, settings["llm"]
     gen = generation_config(settings, train)
-    device = "cuda" if torch.cuda.is_available() else "cpu"   # the features stay on the CPU until a batch needs them
+    device = default_device()   # the features stay on the CPU until a batch needs them
     outputs, descriptions = {}, {}
     for system in settings["systems"]["trained"]:
         narrator = VideoNarrator.from_pretrained(Path(models_dir) / system, llm["path"],
-                                                 trust_remote_code=llm["trust_remote_code"]).to(device)
+                                                 trust_remote_code=llm["trust_remote_code"], device=device)
         system_tau = settings.tau(system)
         outputs[system] = narrate_with_model(narrator, test, features_dir, system_tau, gen, progress, free=True)
         descriptions[system] = describe(system) + f"; trained by `03` for the same steps ({Path(models_dir) / system})"

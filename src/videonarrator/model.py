@@ -434,6 +434,11 @@ def pack_layout(samples: list[ClipSample], visual_lengths: list[int], share_pref
 
 # -- the whole model -------------------------------------------------------------------
 
+def default_device() -> torch.device:
+    """Where a narrator runs unless told otherwise: the GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 class VideoNarrator(nn.Module):
     def __init__(self, cfg: VideoNarratorConfig, llm: nn.Module, tokenizer):
         super().__init__()
@@ -570,8 +575,10 @@ class VideoNarrator(nn.Module):
     @classmethod
     def from_pretrained(cls, in_dir: str | Path, llm_path: str | Path, dtype: torch.dtype = torch.float32,
                         trainable: bool = False, trust_remote_code: bool = False,
-                        attn_implementation: str | None = None) -> "VideoNarrator":
-        """Load a saved narrator on top of the base LLM in ``llm_path`` (eval mode unless ``trainable``)."""
+                        attn_implementation: str | None = None,
+                        device: str | torch.device | None = None) -> "VideoNarrator":
+        """Load a saved narrator on top of the base LLM in ``llm_path`` (eval mode unless ``trainable``),
+        on ``device`` (None: :func:`default_device`, the GPU when there is one)."""
         from safetensors.torch import load_file
         in_dir = Path(in_dir)
         if not (in_dir / "config.json").exists():
@@ -589,4 +596,4 @@ class VideoNarrator(nn.Module):
                                         f"train it again (dvc repro train) or check the model path")
             model.visual.load_state_dict(load_file(str(weights)), strict=True)
             model.visual.requires_grad_(trainable)
-        return model.train(trainable)
+        return model.to(device or default_device()).train(trainable)

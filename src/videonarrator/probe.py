@@ -144,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     llm = settings["llm"]
     model = VideoNarrator.from_pretrained(root / "models" / args.system, root / llm["path"],
                                           trust_remote_code=llm["trust_remote_code"])
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
     tau = settings.tau(args.system)
     own = {v.id: visual_inputs(v, root / "data/features", tau) for v in test} if model.visual is not None else None
     report = probe(model, test, own, args.n_boot, settings.data_seed)

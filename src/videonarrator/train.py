@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from .io import atomic_path
-from .model import (ClipSample, VideoNarrator, VideoNarratorConfig, attention_cost, collate, pack_layout,
-                    visual_token_count)
+from .model import (ClipSample, VideoNarrator, VideoNarratorConfig, attention_cost, collate, default_device,
+                    pack_layout, visual_token_count)
 from .progress import progress_bar
 
 CHECKPOINT = "checkpoint.pt"
@@ -235,7 +235,7 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
     out_dir = Path(out_dir)
     ckpt = out_dir.parent / f"{out_dir.name}.ckpt" / CHECKPOINT
     torch.manual_seed(cfg.seed)
-    precision = resolve_precision(cfg.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = resolve_precision(cfg.precision, default_device())
     acc = accelerator(precision)
     world, rank = acc.num_processes, acc.process_index
     per_step = cfg.batch_size
