@@ -149,6 +149,20 @@ def test_story_so_far_is_the_models_own(model):
     assert NARR[0] not in out[1].prompt.prefix              # not the reference narration (teacher forcing)
 
 
+def test_reference_story_puts_the_data_narrations_in_the_prompt(model):
+    """The exposure-bias diagnostic: each clip written freely after the reference story so far,
+    with the cache reuse of the normal path (same text as re-encoding every prompt)."""
+    cfg = replace(GREEDY, story="reference")
+    out = narrate_videos(model, VIDEOS[:1], VISUAL, cfg, progress=False)["a"]
+    for i, o in enumerate(out):
+        assert o.prompt.prefix == build_prefix(VIDEOS[0], [c.narration for c in VIDEOS[0].clips[:i]])
+    assert f"1. {NARR[0]}\n" in out[1].prompt.prefix
+    assert_same({"a": out}, narrate_videos(model, VIDEOS[:1], VISUAL, replace(cfg, reencode=True),
+                                           progress=False))
+    with pytest.raises(ValueError, match="story must be one of"):
+        narrate_videos(model, VIDEOS, VISUAL, replace(GREEDY, story="oracle"), progress=False)
+
+
 def test_video_model_needs_visual_inputs_and_config_checks(model, text_model):
     with pytest.raises(ValueError, match=r"\['b'\] have no visual inputs"):
         narrate_videos(model, VIDEOS[:2], {"a": VISUAL["a"]}, GREEDY, progress=False)

@@ -81,3 +81,30 @@ def test_probe_report_has_counts_intervals_chance_and_the_control(model):
     assert "shuffled" not in probe(text_only, VIDEOS, None, n_boot=5, progress=False)["all"]
     with pytest.raises(ValueError, match="own_visual"):
         probe(model, VIDEOS, None, n_boot=5, progress=False)
+
+
+def test_free_decoding_compares_own_and_reference_story_and_the_frames(model, monkeypatch):
+    """A fake narrator that states every fact right only after the reference story and with the
+    video's own frames: the report must show both effects, with counts."""
+    from videonarrator import generate
+    from videonarrator.probe import decoding_table, free_decoding
+
+    own = {v.id: visual(k) for k, v in enumerate(VIDEOS)}
+
+    def fake(model, videos, visual_by_video, cfg, progress=True):
+        assert cfg.mode == "given"
+        right = cfg.story == "reference"
+        out = {}
+        for v in videos:
+            sees = visual_by_video[v.id] is own[v.id]
+            out[v.id] = [generate.ClipOutput(text=c.narration if right and sees else "Try it.", labels=c.labels,
+                                             raw="", length=0, in_window=True) for c in v.clips]
+        return out
+    monkeypatch.setattr(generate, "narrate_videos", fake)
+    report = free_decoding(model, VIDEOS, own, DEFAULTS.generation(), n_boot=20)
+    facts = 2 * (4 + 3)
+    assert report["reference story"]["value"] == 1.0 and report["reference story"]["n"] == facts
+    assert report["own story"]["value"] == 0.0 and report["reference story, shuffled frames"]["k"] == 0
+    assert report["reference story - own story"]["value"] == 1.0
+    assert report["reference story - reference story, shuffled frames"]["value"] == 1.0
+    assert "| reference story | 1.00 [1.00, 1.00] (14/14) |" in decoding_table(report)

@@ -100,6 +100,7 @@ from .schema import Video, text_length
 
 SENTENCE_END = ".!?。！？"
 STOPS = ("eos", "sentence", "max_length", "newline", "max_new_tokens")
+STORIES = ("own", "reference")
 
 
 @dataclass
@@ -114,12 +115,17 @@ class GenerationConfig:
     mode: str = "given"              # "given" | "generated" storyline (a caller's choice, not a param)
     length_control: bool = True      # False: no min-length block, no sentence / max-length stops
     reencode: bool = False           # True: no KV-cache reuse, every clip's prompt encoded from scratch
+    # the story so far in clip i's prompt: "own" (what the model wrote for clips < i: the task) or
+    # "reference" (the data's narrations: a diagnostic of how much the model's own earlier words cost)
+    story: str = "own"
     # generated mode: the label sets chosen among (None: the 12 single labels; see labels.label_candidates)
     label_candidates: tuple[tuple[str, ...], ...] | None = None
 
     def check(self) -> "GenerationConfig":
         if self.mode not in MODES:
             raise ValueError(f"GenerationConfig.mode must be one of {MODES}, got {self.mode!r}")
+        if self.story not in STORIES:
+            raise ValueError(f"GenerationConfig.story must be one of {STORIES}, got {self.story!r}")
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.num_candidates < 1:
             raise ValueError(f"max_new_tokens ({self.max_new_tokens}), batch_size ({self.batch_size}) and "
                              f"num_candidates ({self.num_candidates}) must be >= 1")
@@ -472,7 +478,7 @@ def _narrate_clip(model: VideoNarrator, states: list[_VideoState], i: int, cfg: 
     K = cfg.num_candidates
     tails, cached, prompts = [], [], []
     for s in states:
-        story = [o.text for o in s.outputs]
+        story = [o.text for o in s.outputs] if cfg.story == "own" else [c.narration for c in s.video.clips[:i]]
         options = model.prompt_options
         sample = clip_sample(tok, s.video, i, s.visual, cfg.mode, story_so_far=story, with_target=False,
                              num_buckets=model.cfg.num_position_buckets, story_clips=model.cfg.story_clips,

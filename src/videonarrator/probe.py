@@ -12,6 +12,12 @@ off the frames chooses right more often with its own; one that does not scores t
 both, whatever its text prior gives it.
 
     python -m videonarrator.probe --system videonarrator    # reports/probe_videonarrator.json + a table
+
+``--decode`` adds the free-decoding side (:func:`free_decoding`): the same narrator writes every
+test clip freely, once after its own story so far (as the evaluation decodes) and once after the
+reference story, the latter also with shuffled frames, so what its own earlier words cost and what
+it reads off the frames when its context is right are measured apart
+(``reports/probe_<system>_decoding.json``).
 """
 from __future__ import annotations
 
@@ -110,6 +116,36 @@ def probe(model: VideoNarrator, test: list[Video], own_visual: dict[str, VisualI
     return report
 
 
+# free decoding runs: name -> (story so far, frames); "own" frames or the "shuffled" control
+DECODING_RUNS = {"own story": ("own", "own"), "reference story": ("reference", "own"),
+                 "reference story, shuffled frames": ("reference", "shuffled")}
+
+
+def free_decoding(model: VideoNarrator, test: list[Video], own_visual: dict[str, VisualInputs], gen,
+                  n_boot: int = I.N_BOOT, seed: int = 0, progress: bool = True) -> dict:
+    """Visible facts stated right when the narrator writes freely (given storyline, ``gen``'s
+    decoding), with its own story so far (as the evaluation decodes) and with the reference story
+    (each clip is still written freely, after the data's earlier narrations), the latter also with
+    shuffled frames. Own vs reference story measures what the model's own earlier words cost;
+    reference story with own vs shuffled frames measures what it reads off the frames when its
+    context is right. Each rate with its count and interval; the two paired differences."""
+    from .evaluate import Narrations, shuffled_visual, video_counts
+    from .generate import narrate_videos
+
+    frames = {"own": own_visual, "shuffled": shuffled_visual(test, own_visual)}
+    items = [it for v in test for its in v.product.knowledge.values() for it in its]   # (for video_counts)
+    per_video = {}
+    for name, (story, shown) in DECODING_RUNS.items():
+        cfg = replace(gen, mode="given", story=story)
+        given = narrate_videos(model, test, frames[shown], cfg, progress)
+        per_video[name] = video_counts(Narrations(given=given, generated={}), test, items)["visual_attr_acc"]
+    report = {name: I.rate_ci(*counts, n_boot, seed) for name, counts in per_video.items()}
+    for a, b in (("reference story", "own story"), ("reference story", "reference story, shuffled frames")):
+        report[f"{a} - {b}"] = I.paired_difference_ci(I.ratio(*per_video[a]), I.ratio(*per_video[b]),
+                                                      len(test), n_boot, seed)
+    return report
+
+
 def table(report: dict) -> str:
     """The report as a Markdown table."""
     lines = ["| facts | own frames | shuffled frames | own − shuffled | chance |", "|---|---|---|---|---|"]
@@ -119,6 +155,18 @@ def table(report: dict) -> str:
         d = row.get("own_minus_shuffled")
         diff = f"{d['value']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]" if d else ""
         lines.append(f"| {name} | {cells[0]} | {cells[1]} | {diff} | {row['chance']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def decoding_table(report: dict) -> str:
+    """The free-decoding report as a Markdown table."""
+    lines = ["| visible facts stated right, free decoding | rate (facts) |", "|---|---|"]
+    for name, row in report.items():
+        if "k" in row:
+            cell = f"{I.format_ci(row['value'], row['lo'], row['hi'])} ({int(row['k'])}/{int(row['n'])})"
+        else:
+            cell = f"{row['value']:+.2f} [{row['lo']:+.2f}, {row['hi']:+.2f}]"
+        lines.append(f"| {name} | {cell} |")
     return "\n".join(lines) + "\n"
 
 
@@ -133,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--system", default="videonarrator")
     parser.add_argument("--root", default=".", help="project root: params.yaml, data/, models/, reports/")
     parser.add_argument("--n-boot", type=int, default=I.N_BOOT)
+    parser.add_argument("--decode", action="store_true",
+                        help="also narrate freely with the own and the reference story so far "
+                             "(reports/probe_<system>_decoding.json; three narration passes)")
     args = parser.parse_args(argv)
     root = Path(args.root)
     settings = Settings.load(root / "params.yaml")
@@ -151,6 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     write_json(path, report)
     print(table(report))
     print(f"written to {path}")
+    if args.decode:
+        if own is None:
+            raise SystemExit(f"--decode compares frames: {args.system} does not use video")
+        from .evaluate import generation_config
+        gen = generation_config(settings, split_videos(videos, "train"))
+        report = free_decoding(model, test, own, gen, args.n_boot, settings.data_seed)
+        path = root / "reports" / f"probe_{args.system}_decoding.json"
+        write_json(path, report)
+        print(decoding_table(report))
+        print(f"written to {path}")
     return 0
 
 
