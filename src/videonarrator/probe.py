@@ -13,7 +13,7 @@ both, whatever its text prior gives it.
 
     python -m videonarrator.probe --system videonarrator    # reports/probe_videonarrator.json + a table
 
-``--decode`` adds the free-decoding side (:func:`free_decoding`): the same narrator writes every
+``--side decode`` is the free-decoding side (:func:`free_decoding`): the same narrator writes every
 test clip freely, once after its own story so far (as the evaluation decodes) and once after the
 reference story, the latter also with shuffled frames, so what its own earlier words cost and what
 it reads off the frames when its context is right are measured apart
@@ -181,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--system", default="videonarrator")
     parser.add_argument("--root", default=".", help="project root: params.yaml, data/, models/, reports/")
     parser.add_argument("--n-boot", type=int, default=I.N_BOOT)
-    parser.add_argument("--decode", action="store_true",
-                        help="also narrate freely with the own and the reference story so far "
-                             "(reports/probe_<system>_decoding.json; three narration passes)")
+    parser.add_argument("--side", choices=("forced", "decode"), default="forced",
+                        help="forced: forced choice (reports/probe_<system>.json); decode: free decoding with "
+                             "the own and the reference story (reports/probe_<system>_decoding.json)")
     args = parser.parse_args(argv)
     root = Path(args.root)
     settings = Settings.load(root / "params.yaml")
@@ -197,21 +197,19 @@ def main(argv: list[str] | None = None) -> int:
                                           trust_remote_code=llm["trust_remote_code"])
     tau = settings.tau(args.system)
     own = {v.id: visual_inputs(v, root / "data/features", tau) for v in test} if model.visual is not None else None
-    report = probe(model, test, own, args.n_boot, settings.data_seed)
-    path = root / "reports" / f"probe_{args.system}.json"
-    write_json(path, report)
-    print(table(report))
-    print(f"written to {path}")
-    if args.decode:
+    if args.side == "forced":
+        report = probe(model, test, own, args.n_boot, settings.data_seed)
+        path, shown = root / "reports" / f"probe_{args.system}.json", table(report)
+    else:
         if own is None:
-            raise SystemExit(f"--decode compares frames: {args.system} does not use video")
+            raise SystemExit(f"--side decode compares frames: {args.system} does not use video")
         from .evaluate import generation_config
         gen = generation_config(settings, split_videos(videos, "train"))
         report = free_decoding(model, test, own, gen, args.n_boot, settings.data_seed)
-        path = root / "reports" / f"probe_{args.system}_decoding.json"
-        write_json(path, report)
-        print(decoding_table(report))
-        print(f"written to {path}")
+        path, shown = root / "reports" / f"probe_{args.system}_decoding.json", decoding_table(report)
+    write_json(path, report)
+    print(shown)
+    print(f"written to {path}")
     return 0
 
 
