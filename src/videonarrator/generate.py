@@ -391,7 +391,7 @@ def label_lines(tokenizer, language: str, candidates) -> list[list[int]]:
     return [tokenizer(x, add_special_tokens=False)["input_ids"] for x in texts]
 
 
-SCORING_BYTES = 1 << 28   # bound on the cache copies of one scoring pass (256 MiB)
+SCORING_TOKENS = 2048   # continuation tokens laid side by side in one scoring pass
 
 
 def _score_continuations(hf, model: VideoNarrator, cache, mask: torch.Tensor, next_pos: torch.Tensor,
@@ -399,34 +399,41 @@ def _score_continuations(hf, model: VideoNarrator, cache, mask: torch.Tensor, ne
     """Log-probability of every token of each continuation after row ``row``'s prompt.
 
     ``first_logits`` (R, V) are the prompt's last-position logits (they predict
-    each continuation's first token); the rest comes from one pass per chunk of
-    continuations on top of a copy of the row's cache (right-padded: pads come
-    after every real token, so they change nothing that is read).
+    each continuation's first token).  The rest comes from one pass per chunk of
+    continuations laid side by side in one sequence on top of the row's cache:
+    a block-diagonal causal 4D mask lets each token see the row's real cached
+    tokens and the earlier tokens of its own continuation only, and positions
+    restart after the prompt for each, so every continuation is scored as if
+    alone, without a copy of the cache per continuation.
     """
     from transformers import DynamicCache
     first = torch.log_softmax(first_logits[row].float(), dim=-1)
-    # each continuation works on its own copy of the row's cache: bound how many are copied at once
-    per_copy = sum(layer.keys[row].numel() + layer.values[row].numel() for layer in cache.layers) \
-        * cache.layers[0].keys.element_size()
-    chunk = max(1, min(32, SCORING_BYTES // max(per_copy, 1)))
+    device = mask.device
+    chunks, size = [[]], 0
+    for c in conts:
+        if chunks[-1] and size + len(c) > SCORING_TOKENS:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(c)
+        size += len(c)
+    past = mask[row].bool()                                                           # (C,) real cached tokens
     out = []
-    for a in range(0, len(conts), chunk):
-        part = conts[a:a + chunk]
-        n, L = len(part), max(len(c) for c in part)
-        ids = torch.zeros(n, L, dtype=torch.long, device=mask.device)
-        valid = torch.zeros(n, L, dtype=torch.long, device=mask.device)
-        for j, c in enumerate(part):
-            ids[j, :len(c)], valid[j, :len(c)] = torch.tensor(c), 1
-        sub = DynamicCache([(layer.keys[row:row + 1].expand(n, -1, -1, -1),
-                             layer.values[row:row + 1].expand(n, -1, -1, -1)) for layer in cache.layers],
+    for part in chunks:
+        seg = torch.cat([torch.full((len(c),), j) for j, c in enumerate(part)]).to(device)     # (L,)
+        off = torch.cat([torch.arange(len(c)) for c in part]).to(device)                     # (L,)
+        own = (seg[:, None] == seg[None, :]) & (off[:, None] >= off[None, :])                # (L, L)
+        allowed = torch.cat([past.expand(len(seg), -1), own], dim=1)[None, None]             # (1, 1, L, C + L)
+        ids = torch.tensor([t for c in part for t in c], device=device)
+        x = model.embed_tokens(ids)[None]                                                   # (1, L, D)
+        sub = DynamicCache([(layer.keys[row:row + 1], layer.values[row:row + 1]) for layer in cache.layers],
                            config=hf.config)
-        att = torch.cat([mask[row:row + 1].expand(n, -1), valid], dim=1)             # (n, C + T + L)
-        pos = next_pos[row] + torch.arange(L, device=mask.device)[None].expand(n, -1)
-        logits = hf(inputs_embeds=model.embed_tokens(ids), attention_mask=att, position_ids=pos, cache=sub,
-                    use_cache=True).logits.float()                                    # (n, L, V)
-        lp = torch.log_softmax(logits[:, :-1], dim=-1)                                # predicts tokens 1..L-1
-        for j, c in enumerate(part):
-            out.append([float(first[c[0]])] + [float(lp[j, k - 1, c[k]]) for k in range(1, len(c))])
+        logits = hf(inputs_embeds=x, attention_mask=model.attention_mask_4d(allowed, x.dtype),
+                    position_ids=(next_pos[row] + off)[None], cache=sub, use_cache=True).logits[0]
+        lp = torch.log_softmax(logits.float(), dim=-1)                                     # (L, V)
+        start = 0
+        for c in part:   # token k of a continuation is predicted at its position k - 1
+            out.append([float(first[c[0]])] + [float(lp[start + k - 1, c[k]]) for k in range(1, len(c))])
+            start += len(c)
     return out
 
 

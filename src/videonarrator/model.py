@@ -541,17 +541,20 @@ class VideoNarrator(nn.Module):
         return logits, labels
 
     def _attention_mask(self, layout: PackedLayout, x: torch.Tensor) -> torch.Tensor:
-        """The layout's mask as transformers takes a ready 4D mask: eager adds it to the scores
-        (0 or the dtype's minimum), sdpa takes booleans (True: attend)."""
-        allowed = layout.allowed().to(x.device)[:, None]                           # (R, 1, T, T)
+        return self.attention_mask_4d(layout.allowed().to(x.device)[:, None], x.dtype)   # (R, 1, T, T)
+
+    def attention_mask_4d(self, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A boolean (R, 1, T, S) mask (True: attend) as transformers takes a ready 4D mask: eager
+        adds it to the scores (0 or the dtype's minimum), sdpa takes the booleans."""
         impl = self._hf().config._attn_implementation
         if impl == "sdpa":
             return allowed
         if impl == "eager":
-            return torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(
-                ~allowed, torch.finfo(x.dtype).min)
-        raise ValueError(f"training packs clips with a 4D attention mask, which needs eager or sdpa "
-                         f"attention; the LLM uses {impl!r}: set llm.attn_implementation to eager or sdpa")
+            return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+                ~allowed, torch.finfo(dtype).min)
+        raise ValueError(f"packed sequences (training, label scoring) need a 4D attention mask, which needs "
+                         f"eager or sdpa attention; the LLM uses {impl!r}: set llm.attn_implementation to "
+                         f"eager or sdpa")
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         """Q-Former, query tokens, position embeddings, projector (``visual.*``) and LoRA (``llm.*``)."""
