@@ -422,6 +422,24 @@ def _(tmp_path, request):
     return stage_error(tmp_path, request, lambda p: p["prepare"].update(n_vidoes=3))
 
 
+@case("package of another checkout", "whose code differs from this project's",
+      "(it reinstalls the package for this checkout)")
+def _(tmp_path, request):
+    """A virtual environment shared by two clones imports the other clone's code: the stage stops
+    before anything runs; an identical copy of the code is fine."""
+    import shutil
+    params_file(tmp_path)
+    shutil.copytree(ROOT / "src" / "videonarrator", tmp_path / "src" / "videonarrator",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    stage.check_package_source(tmp_path)                                  # same code: fine
+    with open(tmp_path / "src" / "videonarrator" / "train.py", "a") as f:
+        f.write("\n# edited in this checkout only\n")
+    capsys = request.getfixturevalue("capsys")
+    assert stage.main(["prepare", "--root", str(tmp_path)]) == 1
+    assert not (tmp_path / "reports").exists()
+    return capsys.readouterr().err
+
+
 # -- models ---------------------------------------------------------------------------------------------
 
 @case("missing model folder", "is not a saved VideoNarrator (config.json missing); train one first or check the path")

@@ -106,3 +106,4 @@ def test_a_stage_logs_its_progress_bars_as_text(tmp_path, monkeypatch, caplog):
     with caplog.at_level("INFO", logger="papermill"):
         stage.run_stage("prepare", root, log_output=True)
     assert "counting clips" in caplog.text and "4/4" in caplog.text
+

@@ -146,6 +146,26 @@ def remove_outputs(paths: list[Path]) -> None:
             path.unlink()
 
 
+def _source_digest(package: Path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for f in sorted(package.rglob("*.py")):
+        h.update(str(f.relative_to(package)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def check_package_source(root: Path) -> None:
+    """Stop when the imported package's code is not this project's ``src/videonarrator`` (e.g. a
+    virtual environment shared by two checkouts points at the other one): the stage would run
+    that code, not this project's.  An identical copy (the pipeline tests' project copies) is fine."""
+    import videonarrator
+    here, ours = Path(videonarrator.__file__).resolve().parent, (root / "src" / "videonarrator").resolve()
+    if ours.is_dir() and here != ours and _source_digest(here) != _source_digest(ours):
+        raise StageError(f"the videonarrator package is imported from {here}, whose code differs from this "
+                         f"project's {ours}; run `scripts/vn setup` here (it reinstalls the package for this "
+                         f"checkout) or `pip install --no-deps -e {root}`")
+
+
 def run_stage(stage: str, root: str | Path = ".", log_output: bool = True, system: str | None = None) -> Path:
     """Execute the stage's notebook; return the executed notebook's path.
 
@@ -157,6 +177,7 @@ def run_stage(stage: str, root: str | Path = ".", log_output: bool = True, syste
     root = Path(root).resolve()
     if stage not in STAGES:
         raise StageError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    check_package_source(root)
     params = load_params(root / "params.yaml")
     parameters = {section: params[section] for section in stage_sections(stage, root)}
     if system is not None:
