@@ -278,7 +278,7 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
         if val_samples and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
             entry["val_loss"] = mean_loss(model, val_samples[: cfg.eval_clips], cfg.batch_size, acc.autocast)
         log.append(entry)
-        bar.set_postfix(loss=f"{step_loss:.3f}")
+        bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)   # shown at the next update (every 30 s in a stage log)
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             acc.wait_for_everyone()
             if acc.is_main_process:
