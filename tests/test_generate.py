@@ -456,6 +456,12 @@ def test_label_scores_equal_full_reencoding_in_a_padded_batch(llm_dir, impl, mon
                                rtol=0, atol=1e-4 if impl == "sdpa" else 2e-3)
 
 
+def test_token_trie_shares_common_starts():
+    tokens, depth, paths = gen._token_trie([[5, 6, 7], [5, 6, 8, 9], [4], [5, 6, 7]])
+    assert tokens == [5, 6, 7, 8, 9, 4] and depth == [0, 1, 2, 2, 3, 0]
+    assert paths == [[0, 1, 2], [0, 1, 3, 4], [5], [0, 1, 2]]          # a repeated line: the same nodes
+
+
 def test_label_choice_with_batches_and_cache_equals_one_by_one(model):
     cfg = replace(GREEDY, mode="generated", label_candidates=label_candidates([["pain_point", "purchase_guidance"]]))
     together = narrate_videos(model, VIDEOS, VISUAL, replace(cfg, batch_size=3), progress=False)

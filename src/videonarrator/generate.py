@@ -391,7 +391,26 @@ def label_lines(tokenizer, language: str, candidates) -> list[list[int]]:
     return [tokenizer(x, add_special_tokens=False)["input_ids"] for x in texts]
 
 
-SCORING_TOKENS = 2048   # continuation tokens laid side by side in one scoring pass
+SCORING_TOKENS = 2048   # continuation tokens (before sharing) scored in one pass
+
+
+def _token_trie(conts: list[list[int]]) -> tuple[list[int], list[int], list[list[int]]]:
+    """The continuations as a token trie: (token per node, depth per node, each continuation's
+    nodes).  Continuations that start alike share those nodes; parents come before children."""
+    index: dict[tuple[int, int], int] = {}
+    tokens, depth, paths = [], [], []
+    for c in conts:
+        parent, path = -1, []
+        for t in c:
+            node = index.get((parent, t))
+            if node is None:
+                node = index[(parent, t)] = len(tokens)
+                tokens.append(t)
+                depth.append(len(path))
+            path.append(node)
+            parent = node
+        paths.append(path)
+    return tokens, depth, paths
 
 
 def _score_continuations(hf, model: VideoNarrator, cache, mask: torch.Tensor, next_pos: torch.Tensor,
@@ -400,11 +419,12 @@ def _score_continuations(hf, model: VideoNarrator, cache, mask: torch.Tensor, ne
 
     ``first_logits`` (R, V) are the prompt's last-position logits (they predict
     each continuation's first token).  The rest comes from one pass per chunk of
-    continuations laid side by side in one sequence on top of the row's cache:
-    a block-diagonal causal 4D mask lets each token see the row's real cached
-    tokens and the earlier tokens of its own continuation only, and positions
-    restart after the prompt for each, so every continuation is scored as if
-    alone, without a copy of the cache per continuation.
+    continuations on top of the row's cache, their tokens laid out as a trie
+    (label lines share ``Label:`` and, for label sets, their first label): a 4D
+    mask lets each node see the row's real cached tokens and its own ancestors
+    only, and its position is the prompt's end plus its depth, so every
+    continuation is scored as if alone, without a copy of the cache per
+    continuation and without scoring a shared start twice.
     """
     from transformers import DynamicCache
     first = torch.log_softmax(first_logits[row].float(), dim=-1)
@@ -419,21 +439,22 @@ def _score_continuations(hf, model: VideoNarrator, cache, mask: torch.Tensor, ne
     past = mask[row].bool()                                                           # (C,) real cached tokens
     out = []
     for part in chunks:
-        seg = torch.cat([torch.full((len(c),), j) for j, c in enumerate(part)]).to(device)     # (L,)
-        off = torch.cat([torch.arange(len(c)) for c in part]).to(device)                     # (L,)
-        own = (seg[:, None] == seg[None, :]) & (off[:, None] >= off[None, :])                # (L, L)
-        allowed = torch.cat([past.expand(len(seg), -1), own], dim=1)[None, None]             # (1, 1, L, C + L)
-        ids = torch.tensor([t for c in part for t in c], device=device)
-        x = model.embed_tokens(ids)[None]                                                   # (1, L, D)
+        tokens, depth, paths = _token_trie(part)
+        N = len(tokens)
+        sees = torch.eye(N, dtype=torch.bool)                                          # (N, N): ancestor or self
+        for path in paths:
+            for k in range(1, len(path)):
+                sees[path[k]] |= sees[path[k - 1]]
+        allowed = torch.cat([past.expand(N, -1), sees.to(device)], dim=1)[None, None]  # (1, 1, N, C + N)
+        x = model.embed_tokens(torch.tensor(tokens, device=device))[None]              # (1, N, D)
         sub = DynamicCache([(layer.keys[row:row + 1], layer.values[row:row + 1]) for layer in cache.layers],
                            config=hf.config)
+        pos = next_pos[row] + torch.tensor(depth, device=device)
         logits = hf(inputs_embeds=x, attention_mask=model.attention_mask_4d(allowed, x.dtype),
-                    position_ids=(next_pos[row] + off)[None], cache=sub, use_cache=True).logits[0]
-        lp = torch.log_softmax(logits.float(), dim=-1)                                     # (L, V)
-        start = 0
-        for c in part:   # token k of a continuation is predicted at its position k - 1
-            out.append([float(first[c[0]])] + [float(lp[start + k - 1, c[k]]) for k in range(1, len(c))])
-            start += len(c)
+                    position_ids=pos[None], cache=sub, use_cache=True).logits[0]
+        lp = torch.log_softmax(logits.float(), dim=-1)                                 # (N, V)
+        for c, path in zip(part, paths):   # token k is predicted at the node of token k - 1
+            out.append([float(first[c[0]])] + [float(lp[path[k - 1], c[k]]) for k in range(1, len(c))])
     return out
 
 
