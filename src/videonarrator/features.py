@@ -433,7 +433,6 @@ def extract_features(videos: Iterable[Video], frames_root: str | Path, out_dir: 
     Each finished video is written atomically, so an interrupted run leaves
     only valid files and a rerun resumes.
     """
-
     t0 = time.perf_counter()
     frames_root, out_dir = Path(frames_root), Path(out_dir)
     videos = list(videos)

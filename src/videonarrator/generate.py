@@ -612,7 +612,6 @@ def narrate_videos(model: VideoNarrator, videos: list[Video], visual_by_video: d
     ``on_clip(video id, clip index, output)`` is called as each clip is done
     (e.g. to move a progress bar in a UI).
     """
-
     cfg = cfg.check()
     ids = [v.id for v in videos]
     if len(set(ids)) != len(ids):

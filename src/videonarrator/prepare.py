@@ -94,7 +94,6 @@ def prepare_dataset(videos: list[Video], raw_root: str | Path, out_dir: str | Pa
     """
     import shutil
 
-
     raw_root = Path(raw_root)
     prepared, counts, skipped = [], [], []
     with atomic_path(out_dir) as tmp:

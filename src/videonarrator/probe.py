@@ -59,7 +59,6 @@ def fact_versions(video: Video, i: int) -> list[tuple[str, str, dict[str, str]]]
 def choices(model: VideoNarrator, videos: list[Video], visual: dict[str, VisualInputs] | None,
             progress: bool = True) -> dict[str, list[tuple[int, int]]]:
     """Per kind, per video: (facts chosen right, facts) under ``visual`` (None: a text-only model)."""
-
     device = next(model.parameters()).device
     out = {kind: [[0, 0] for _ in videos] for kind in KINDS}
     for v_idx, video in enumerate(progress_bar(videos, desc="forced choice", unit="video", disable=not progress)):
@@ -133,7 +132,9 @@ def free_decoding(model: VideoNarrator, test: list[Video], own_visual: dict[str,
     from .generate import narrate_videos
 
     frames = {"own": own_visual, "shuffled": shuffled_visual(test, own_visual)}
-    items = [it for v in test for its in v.product.knowledge.values() for it in its]   # (for video_counts)
+    # video_counts scores visible facts only when given the knowledge vocabulary (it also counts
+    # hallucinations, unused here): the test videos' items
+    items = [it for v in test for its in v.product.knowledge.values() for it in its]
     per_video = {}
     for name, (story, shown) in DECODING_RUNS.items():
         cfg = replace(gen, mode="given", story=story)

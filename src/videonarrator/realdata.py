@@ -161,7 +161,6 @@ def prepare_official(esv: dict, seed: int, out_dir: str | Path, skip_bad: bool =
     frames.  A video without frames stops the run naming it, unless
     ``skip_bad``: then it is left out and listed.  Atomic, as prepare_dataset.
     """
-
     from .data.esyncvidstory import load_esyncvidstory, load_esyncvidstory_report, resolve_frames
     from .io import atomic_path
     from .schema import save_dataset
@@ -310,7 +309,8 @@ def caption_report(test: list[Video], given: dict, n_boot: int, seed: int) -> di
 
 def narration_examples(test: list[Video], given: dict, n: int = 2) -> list[dict[str, Any]]:
     """The ``n`` best and ``n`` worst given-storyline narrations by character ROUGE-L against the
-    reference (ties: video and clip order), as rows to show beside their references."""
+    reference (ties: the best in video and clip order, the worst in reverse), as rows to show
+    beside their references; a clip is never both."""
     from . import metrics as M
     from .labels import format_labels
     from .schema import text_length

@@ -40,7 +40,10 @@ STAGES: dict[str, str] = {
 # The pipeline files that hold the stages: the default pipeline and the real-data profile's.
 PIPELINES = ("dvc.yaml", "esyncvidstory/dvc.yaml")
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# What the notebook's kernel inherits: nothing loads from a hub, and progress bars are log lines
+# (nobody sees the kernel's widgets; see progress.py).
+KERNEL_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+              "VN_PROGRESS": "text"}
 
 
 class StageError(RuntimeError):
@@ -188,9 +191,8 @@ def run_stage(stage: str, root: str | Path = ".", log_output: bool = True, syste
     failed = executed.with_suffix(".failed.ipynb")
     if not source.exists():
         raise StageError(f"notebook {source} is missing")
-    for key, value in OFFLINE_ENV.items():  # the kernel inherits these: nothing loads from a hub
+    for key, value in KERNEL_ENV.items():
         os.environ.setdefault(key, value)
-    os.environ.setdefault("VN_PROGRESS", "text")  # progress bars as log lines: nobody sees the kernel's widgets
     failed.unlink(missing_ok=True)
     with atomic_path(executed) as tmp:
         try:

@@ -231,7 +231,6 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
     (same settings and data only).  ``stop_after`` ends the run early after
     that many steps (used to test resuming).
     """
-
     out_dir = Path(out_dir)
     ckpt = out_dir.parent / f"{out_dir.name}.ckpt" / CHECKPOINT
     torch.manual_seed(cfg.seed)
@@ -324,7 +323,7 @@ def accelerator(precision: str):
     from accelerate.utils import DistributedDataParallelKwargs
 
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=not torch.cuda.is_available(),
+    return Accelerator(cpu=default_device().type == "cpu",
                        mixed_precision={"fp32": "no"}.get(precision, precision),
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 

@@ -602,7 +602,6 @@ def render_video(video: Video, root: Path, size: int, fps: int) -> Path:
 
 def generate(cfg: SyntheticConfig, out_dir: str | Path, progress: bool = True) -> list[Video]:
     """Write ``out_dir/videos/*.mp4`` and ``out_dir/annotations.json``; return the records."""
-
     out_dir = Path(out_dir)
     rng = np.random.default_rng(cfg.seed)
     videos = [make_video_record(rng, i, cfg) for i in range(cfg.n_videos)]
