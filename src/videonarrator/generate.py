@@ -83,7 +83,7 @@ and repetition penalty (it is the model's own most likely label line), so it is
 the same for every candidate narration of a clip.  All candidates of a row are
 scored in one pass on top of its cache, laid out as a token trie under a 4D
 mask (:func:`_score_continuations`); on real data (62 candidate label sets,
-about 1,000 prompt tokens) this scoring is still most of generated mode's time.
+prompts of about 800 tokens) this scoring was most of generated mode's time.
 
 ``GenerationConfig.story = "reference"`` puts the data's narrations, not the
 model's own, in the story so far: a diagnostic (``probe --side decode``) of
