@@ -214,6 +214,25 @@ def test_loss_is_cross_entropy_on_targets_only(llm_dir):
         torch.testing.assert_close(model(single), hand_loss(model, single), rtol=1e-5, atol=1e-5)
 
 
+def test_label_weight_weights_the_label_line_tokens(llm_dir):
+    model = build(llm_dir).eval()
+    batch = make_batch(model, clips=(0, 1, 2), mode="generated")
+    for s, i in zip(batch.samples, (0, 1, 2)):
+        line = build_clip_prompt(make_video(), i, mode="generated").label_line
+        assert line.endswith("\n") and model.tokenizer.decode(s.target_ids[:s.label_tokens]) == line
+    given = make_batch(model, clips=(0, 1), mode="given")
+    assert [s.label_tokens for s in given.samples] == [0, 0]
+    with torch.no_grad():
+        logits, labels = model._target_logits(batch, share_prefix=True)
+        token = F.cross_entropy(logits.float(), labels, reduction="none")
+        is_label = torch.cat([torch.arange(len(s.target_ids)) < s.label_tokens for s in batch.samples])
+        want = (3 * token[is_label].sum() + token[~is_label].sum()) / (3 * is_label.sum() + (~is_label).sum())
+        torch.testing.assert_close(model(batch, label_weight=3.0), want)
+        torch.testing.assert_close(model(batch, label_weight=1.0), token.mean())
+        assert not torch.isclose(model(batch, label_weight=3.0), token.mean())
+        torch.testing.assert_close(model(given, label_weight=3.0), model(given))   # no label line: no change
+
+
 def second_video() -> Video:
     narr = ["Tired of frizz?", "This oil smooths it.", "Shine all day.", "Order now."]
     clips = [Clip(index=i, start=2.0 * i, end=2.0 * (i + 1), window=(2, 8), labels=["product_efficacy"],

@@ -222,6 +222,7 @@ class ClipSample:
     earlier_patches: torch.Tensor   # (F_prev, P, W) kept frames of the earlier clips; F_prev may be 0
     bucket: int                     # clip-position bucket
     video: str = ""                 # the clip's video: training packs the clips of one video ("": alone)
+    label_tokens: int = 0           # leading target tokens that are the label line (generated mode)
 
 
 @dataclass
@@ -234,7 +235,7 @@ class ClipBatch:
     def to(self, device: torch.device | str) -> "ClipBatch":
         return ClipBatch([ClipSample(s.prefix_ids.to(device), s.suffix_ids.to(device), s.target_ids.to(device),
                                      s.clip_patches.to(device), s.earlier_patches.to(device), s.bucket,
-                                     s.video) for s in self.samples])
+                                     s.video, s.label_tokens) for s in self.samples])
 
 
 def _ids(tokenizer, text: str) -> torch.Tensor:
@@ -249,8 +250,14 @@ def encode_sample(tokenizer, prompt: ClipPrompt, clip_patches: torch.Tensor,
         earlier_patches = clip_patches[:0]
     target = torch.cat([_ids(tokenizer, prompt.target), torch.tensor([tokenizer.eos_token_id])]) \
         if with_target else torch.zeros(0, dtype=torch.long)
+    label_tokens = 0
+    if with_target and prompt.label_line:
+        # the label line's tokens as they start the target (a tokenizer could merge across the line break)
+        line = _ids(tokenizer, prompt.label_line)
+        while label_tokens < min(len(line), len(target)) and line[label_tokens] == target[label_tokens]:
+            label_tokens += 1
     return ClipSample(_ids(tokenizer, prompt.prefix), _ids(tokenizer, prompt.suffix), target,
-                      clip_patches, earlier_patches, int(bucket), video)
+                      clip_patches, earlier_patches, int(bucket), video, label_tokens)
 
 
 def collate(samples: list[ClipSample]) -> ClipBatch:
@@ -496,15 +503,22 @@ class VideoNarrator(nn.Module):
             seqs.append(torch.cat(parts))
         return seqs
 
-    def forward(self, batch: ClipBatch, share_prefix: bool = True) -> torch.Tensor:
+    def forward(self, batch: ClipBatch, share_prefix: bool = True, label_weight: float = 1.0) -> torch.Tensor:
         """Mean cross-entropy over all target tokens of the batch (scalar).
 
         The clips of one video run packed (:func:`pack_layout`), each with exactly its own
         sample's context, so the loss equals that of one sequence per clip (``share_prefix``
-        False: one pack per clip, the per-clip layout, for comparison).
+        False: one pack per clip, the per-clip layout, for comparison).  ``label_weight``:
+        the weight of the label line's tokens (``ClipSample.label_tokens``) against the
+        narration's 1, in a weighted mean (1.0: the plain mean).
         """
         logits, labels = self._target_logits(batch, share_prefix)
-        return F.cross_entropy(logits.float(), labels)
+        if label_weight == 1.0:
+            return F.cross_entropy(logits.float(), labels)
+        weight = torch.cat([(torch.arange(len(s.target_ids)) < s.label_tokens).float() * (label_weight - 1) + 1
+                            for s in batch.samples]).to(logits.device)                   # (N,)
+        token = F.cross_entropy(logits.float(), labels, reduction="none")
+        return (token * weight).sum() / weight.sum()
 
     def target_logprobs(self, batch: ClipBatch) -> torch.Tensor:
         """(B,) summed log-probability of each sample's target given its own context

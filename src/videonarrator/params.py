@@ -121,6 +121,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "length_grouping": boolean(),
         "precision": choice("auto", "fp32", "bf16", "fp16"),
         "modes": str_list("given", "generated"),
+        "label_weight": positive_number(),
     },
     "evaluate": {
         "temperature": Spec((int, float), lambda v: v >= 0, "a number >= 0 (0: greedy)"),
@@ -149,6 +150,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "batch_size": positive_int(),
         "checkpoint_every": Spec(int, lambda v: v >= 0, "an integer >= 0 (0: no checkpoints)"),
         "eval_every": positive_int(),
+        "label_weight": positive_number(),
         "n_boot": positive_int(),
     },
 }

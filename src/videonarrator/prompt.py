@@ -116,6 +116,7 @@ class ClipPrompt:
     prefix: str   # text before the visual tokens (shared, append-only, across a video's clips)
     suffix: str   # text between the visual tokens and the target
     target: str   # what the model learns to write (EOS is appended by the tokenising step)
+    label_line: str = ""   # the target's leading label line (generated mode; "" in given mode)
 
     def text(self, visual: str = "") -> str:
         """The whole sample as text, with ``visual`` standing in for the visual tokens (for display)."""
@@ -199,7 +200,8 @@ def build_clip_prompt(video: Video, clip_index: int, mode: str = "given",
         raise ValueError(f"story_clips must be >= 1 or None, got {story_clips}")
     first = 1 if story_clips is None else max(1, clip_index - story_clips + 1)
     prefix = build_prefix(video, story_so_far[first - 1:], language, first, numbered=options.position_text)
-    return ClipPrompt(prefix=before + prefix, suffix=suffix, target=target)
+    return ClipPrompt(prefix=before + prefix, suffix=suffix, target=target,
+                      label_line=label_line if mode == "generated" else "")
 
 
 def _marker(word: str) -> re.Pattern:

@@ -130,7 +130,8 @@ def train_text_model(params: dict, videos: list[Video], out_dir: str | Path, pro
     esv = params["esyncvidstory"]
     params = {**params, "llm": {**params["llm"], "attn_implementation": esv["attn_implementation"]}}
     return train_on_videos(params, "text_only", videos, None, out_dir, progress=progress,
-                           **{k: esv[k] for k in ("steps", "batch_size", "checkpoint_every", "eval_every")})
+                           **{k: esv[k] for k in ("steps", "batch_size", "checkpoint_every", "eval_every",
+                                                        "label_weight")})
 
 
 # -- the main pipeline on the official data (frames supplied by the user) ----------------
