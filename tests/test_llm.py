@@ -7,7 +7,8 @@ from transformers import Blip2Config, Blip2Model, Blip2QFormerConfig, Blip2QForm
 
 from helpers import DEFAULTS, EOS, make_tiny_llm
 from videonarrator import llm as llm_mod
-from videonarrator.llm import convert_gguf, lavis_to_hf_qformer, load_llm, load_qformer, smollm2_gguf_path
+from videonarrator.llm import (convert_gguf, lavis_to_hf_qformer, load_llm, load_qformer, save_tokenizer,
+                               smollm2_gguf_path)
 
 CORPUS = ["Product: Aloe Cream. Use only the facts above. Story so far: 1. Dry skin?",
           "Clip 2/3, 3.5 seconds, write 5-11 words. Label: pain point Narration: Meet the cream."] * 20
@@ -185,6 +186,22 @@ def test_load_qformer_errors_name_the_problem(tmp_path):
     torch.save({"Qformer.bert.pooler.dense.weight": torch.zeros(2, 2)}, tmp_path / "odd.pth")
     with pytest.raises(ValueError, match="pooler"):
         load_qformer(tmp_path / "odd.pth", cfg)
+
+
+def test_saved_tokenizer_does_not_depend_on_how_it_was_loaded(tmp_path):
+    """The base LLM folder is a DVC output: loading offline (HF_HUB_OFFLINE) must not change its bytes."""
+    from transformers import AutoTokenizer
+    src = make_tiny_llm(tmp_path / "tiny", CORPUS)
+    saved = {}
+    for offline in (True, False):
+        tok = AutoTokenizer.from_pretrained(src, local_files_only=offline)
+        plain, ours = tmp_path / f"plain{offline}", tmp_path / f"ours{offline}"
+        tok.save_pretrained(plain)
+        save_tokenizer(tok, ours)
+        saved[offline] = {p.name: p.read_bytes() for p in sorted(ours.iterdir())}
+        assert b"local_files_only" in (plain / "tokenizer_config.json").read_bytes()   # what transformers writes
+        assert AutoTokenizer.from_pretrained(ours)("Dry skin?")["input_ids"] == tok("Dry skin?")["input_ids"]
+    assert saved[True] == saved[False] and b"local_files_only" not in saved[True]["tokenizer_config.json"]
 
 
 # -- the real SmolLM2 GGUF conversion (about a minute) -------------------------------

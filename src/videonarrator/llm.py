@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from dataclasses import asdict, dataclass
@@ -144,8 +145,23 @@ def convert_gguf(gguf_dir: str | Path, gguf_file: str, out_dir: str | Path) -> P
         del model.config.quantization_config
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
     return out_dir
+
+
+LOAD_OPTIONS = ("local_files_only",)   # how a tokenizer was loaded (HF_HUB_OFFLINE sets it), not what it is
+
+
+def save_tokenizer(tokenizer, out_dir: str | Path) -> None:
+    """``tokenizer.save_pretrained`` without the load options it records, so the saved folder (a DVC
+    output) is the same bytes whether or not the environment was offline when it was loaded."""
+    tokenizer.save_pretrained(out_dir)
+    path = Path(out_dir) / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if any(k in config for k in LOAD_OPTIONS):
+        for k in LOAD_OPTIONS:
+            config.pop(k, None)
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def prepare_smollm2(out_dir: str | Path) -> Path:
