@@ -220,6 +220,8 @@ def test_label_weight_weights_the_label_line_tokens(llm_dir):
     for s, i in zip(batch.samples, (0, 1, 2)):
         line = build_clip_prompt(make_video(), i, mode="generated").label_line
         assert line.endswith("\n") and model.tokenizer.decode(s.target_ids[:s.label_tokens]) == line
+    moved = batch.to("cpu")   # training moves each batch to its device: the label tokens go along
+    assert [s.label_tokens for s in moved.samples] == [s.label_tokens for s in batch.samples]
     given = make_batch(model, clips=(0, 1), mode="given")
     assert [s.label_tokens for s in given.samples] == [0, 0]
     with torch.no_grad():

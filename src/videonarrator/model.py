@@ -233,9 +233,10 @@ class ClipBatch:
         return len(self.samples)
 
     def to(self, device: torch.device | str) -> "ClipBatch":
-        return ClipBatch([ClipSample(s.prefix_ids.to(device), s.suffix_ids.to(device), s.target_ids.to(device),
-                                     s.clip_patches.to(device), s.earlier_patches.to(device), s.bucket,
-                                     s.video, s.label_tokens) for s in self.samples])
+        # replace: the tensors move, every other field (bucket, video, label_tokens) is kept as it is
+        return ClipBatch([replace(s, prefix_ids=s.prefix_ids.to(device), suffix_ids=s.suffix_ids.to(device),
+                                  target_ids=s.target_ids.to(device), clip_patches=s.clip_patches.to(device),
+                                  earlier_patches=s.earlier_patches.to(device)) for s in self.samples])
 
 
 def _ids(tokenizer, text: str) -> torch.Tensor:
