@@ -135,7 +135,9 @@ def test_transcribe_video_and_align_to_clips(model, speech):
     texts = align_to_clips(segments, clips([(0.0, cut), (cut, duration)]))
     first, second = (t.lower() for t in texts)
     assert "product" in first and "video" in first, texts
-    assert "price" in second and "today" in second, texts
+    # whisper tiny does not hear espeak's "ten dollars today" alike on every machine of this kind
+    # (one heard "$10 to make"); "price" it heard on all
+    assert "price" in second, texts
     assert "price" not in first and "product" not in second, texts
 
 
