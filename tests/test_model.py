@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from helpers import DEFAULTS, make_tiny_llm
+from videonarrator.dataset import VisualInputs, clip_sample
 from videonarrator.model import (ClipBatch, ClipSample, VideoNarrator, VideoNarratorConfig, VisualEncoder,
                                  clip_bucket, collate, default_device, encode_sample, pack_layout, pad_embeds,
-                                 position_bucket)
+                                 position_bucket, target_weights)
 from videonarrator.prompt import build_clip_prompt
 from videonarrator.schema import Clip, Product, Video
 
@@ -233,6 +234,42 @@ def test_label_weight_weights_the_label_line_tokens(llm_dir):
         torch.testing.assert_close(model(batch, label_weight=1.0), token.mean())
         assert not torch.isclose(model(batch, label_weight=3.0), token.mean())
         torch.testing.assert_close(model(given, label_weight=3.0), model(given))   # no label line: no change
+
+
+def fact_video() -> Video:
+    truth = {"colour": "red", "shape": "round", "action": "held in a hand", "stated": ["colour", "action"]}
+    narr = ["Dry skin all winter?", "Meet the  red aloe cream,\nheld in a hand.", "Grab it today."]
+    clips = [Clip(index=i, start=3.0 * i, end=3.0 * (i + 1), window=(2, 8), labels=["pain_point"], narration=n,
+                  truth=truth if i == 1 else {}) for i, n in enumerate(narr)]
+    return Video(id="v2", product=Product("Aloe Cream", {"ingredients": ["aloe vera"]}), clips=clips)
+
+
+def test_fact_weight_weights_the_visible_facts_words(llm_dir):
+    model = build(llm_dir).eval()
+    video = fact_video()
+    clip_frames = [frames(2, 10), frames(3, 11), frames(1, 12)]
+    visual = VisualInputs(clips=clip_frames, kept=[[0, 1], [0, 1, 2], [0]], totals=[2, 3, 1])
+    for mode in ("given", "generated"):
+        prompt = build_clip_prompt(video, 1, mode=mode)
+        assert prompt.target[prompt.narration_at:] == "Meet the red aloe cream, held in a hand."
+        s = clip_sample(model.tokenizer, video, 1, visual, mode)
+        runs = [[s.fact_tokens[0]]]   # maximal runs of consecutive fact tokens: one per stated fact
+        for k in s.fact_tokens[1:]:
+            runs[-1].append(k) if k == runs[-1][-1] + 1 else runs.append([k])
+        assert [model.tokenizer.decode(s.target_ids[r]).strip(" ,.") for r in runs] == ["red", "held in a hand"]
+        # the shape is in the truth but not stated; clips without truth have no fact tokens
+        assert clip_sample(model.tokenizer, video, 0, visual, mode).fact_tokens == ()
+    batch = collate([clip_sample(model.tokenizer, video, i, visual, "generated") for i in range(3)])
+    assert [s.fact_tokens for s in batch.to("cpu").samples] == [s.fact_tokens for s in batch.samples]
+    with torch.no_grad():
+        logits, labels = model._target_logits(batch, share_prefix=True)
+        token = F.cross_entropy(logits.float(), labels, reduction="none")
+        weight = torch.cat([target_weights(s, 2.0, 5.0) for s in batch.samples])
+        assert set(weight.tolist()) == {1.0, 2.0, 5.0}
+        torch.testing.assert_close(model(batch, label_weight=2.0, fact_weight=5.0),
+                                   (token * weight).sum() / weight.sum())
+        torch.testing.assert_close(model(batch, fact_weight=1.0), token.mean())
+        assert not torch.isclose(model(batch, fact_weight=5.0), token.mean())
 
 
 def second_video() -> Video:

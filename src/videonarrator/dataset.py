@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .compression import compress_frames
+from .data.synthetic import stated_fact_spans
 from .features import load_video_features
 from .model import ClipSample, clip_bucket, encode_sample
 from .prompt import PromptOptions, build_clip_prompt
@@ -54,12 +55,13 @@ def clip_sample(tokenizer, video: Video, i: int, visual: VisualInputs | None, mo
     """The model sample for clip ``i`` (``visual`` None: no visual input, the text-only baseline)."""
     prompt = build_clip_prompt(video, i, mode=mode, story_so_far=story_so_far, story_clips=story_clips,
                                options=options)
+    at = prompt.narration_at
+    spans = [(at + start, at + end) for _, _, start, end in stated_fact_spans(video.clips[i], prompt.target[at:])]
+    bucket = clip_bucket(video, i, num_buckets)
     if visual is None:
         empty = torch.zeros(0, 1, 1)
-        return encode_sample(tokenizer, prompt, empty, None, clip_bucket(video, i, num_buckets), with_target,
-                             video.id)
-    return encode_sample(tokenizer, prompt, visual.clips[i], visual.earlier(i),
-                         clip_bucket(video, i, num_buckets), with_target, video.id)
+        return encode_sample(tokenizer, prompt, empty, None, bucket, with_target, video.id, spans)
+    return encode_sample(tokenizer, prompt, visual.clips[i], visual.earlier(i), bucket, with_target, video.id, spans)
 
 
 def training_samples(tokenizer, videos: list[Video], features_dir: str | Path | None, tau: float,

@@ -223,6 +223,7 @@ class ClipSample:
     bucket: int                     # clip-position bucket
     video: str = ""                 # the clip's video: training packs the clips of one video ("": alone)
     label_tokens: int = 0           # leading target tokens that are the label line (generated mode)
+    fact_tokens: tuple[int, ...] = ()   # target tokens inside a visible fact's words (synthetic truth)
 
 
 @dataclass
@@ -233,7 +234,7 @@ class ClipBatch:
         return len(self.samples)
 
     def to(self, device: torch.device | str) -> "ClipBatch":
-        # replace: the tensors move, every other field (bucket, video, label_tokens) is kept as it is
+        # replace: the tensors move, every other field (bucket, video, label and fact tokens) is kept as it is
         return ClipBatch([replace(s, prefix_ids=s.prefix_ids.to(device), suffix_ids=s.suffix_ids.to(device),
                                   target_ids=s.target_ids.to(device), clip_patches=s.clip_patches.to(device),
                                   earlier_patches=s.earlier_patches.to(device)) for s in self.samples])
@@ -243,10 +244,20 @@ def _ids(tokenizer, text: str) -> torch.Tensor:
     return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
 
 
+def tokens_in_spans(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[int, ...]:
+    """Indices of the tokens of ``text`` (tokenised as the target is) whose characters overlap a
+    (start, end) span; needs a fast tokenizer (offsets)."""
+    if not spans:
+        return ()
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return tuple(k for k, (a, b) in enumerate(offsets) if any(a < end and start < b for start, end in spans))
+
+
 def encode_sample(tokenizer, prompt: ClipPrompt, clip_patches: torch.Tensor,
                   earlier_patches: torch.Tensor | None, bucket: int, with_target: bool = True,
-                  video: str = "") -> ClipSample:
-    """Tokenise a prompt's three parts (no special tokens; EOS appended to the target)."""
+                  video: str = "", fact_spans: list[tuple[int, int]] = ()) -> ClipSample:
+    """Tokenise a prompt's three parts (no special tokens; EOS appended to the target).
+    ``fact_spans``: (start, end) character spans of visible facts in ``prompt.target``."""
     if earlier_patches is None:
         earlier_patches = clip_patches[:0]
     target = torch.cat([_ids(tokenizer, prompt.target), torch.tensor([tokenizer.eos_token_id])]) \
@@ -257,8 +268,18 @@ def encode_sample(tokenizer, prompt: ClipPrompt, clip_patches: torch.Tensor,
         line = _ids(tokenizer, prompt.label_line)
         while label_tokens < min(len(line), len(target)) and line[label_tokens] == target[label_tokens]:
             label_tokens += 1
+    facts = tokens_in_spans(tokenizer, prompt.target, list(fact_spans)) if with_target else ()
     return ClipSample(_ids(tokenizer, prompt.prefix), _ids(tokenizer, prompt.suffix), target,
-                      clip_patches, earlier_patches, int(bucket), video, label_tokens)
+                      clip_patches, earlier_patches, int(bucket), video, label_tokens, facts)
+
+
+def target_weights(sample: ClipSample, label_weight: float, fact_weight: float) -> torch.Tensor:
+    """(Lt,) loss weight of each target token: ``label_weight`` on the label line, ``fact_weight``
+    on a visible fact's words, 1 elsewhere."""
+    weight = torch.ones(len(sample.target_ids))
+    weight[:sample.label_tokens] = label_weight
+    weight[list(sample.fact_tokens)] = fact_weight
+    return weight
 
 
 def collate(samples: list[ClipSample]) -> ClipBatch:
@@ -504,21 +525,22 @@ class VideoNarrator(nn.Module):
             seqs.append(torch.cat(parts))
         return seqs
 
-    def forward(self, batch: ClipBatch, share_prefix: bool = True, label_weight: float = 1.0) -> torch.Tensor:
+    def forward(self, batch: ClipBatch, share_prefix: bool = True, label_weight: float = 1.0,
+                fact_weight: float = 1.0) -> torch.Tensor:
         """Mean cross-entropy over all target tokens of the batch (scalar).
 
         The clips of one video run packed (:func:`pack_layout`), each with exactly its own
         sample's context, so the loss equals that of one sequence per clip (``share_prefix``
         False: one pack per clip, the per-clip layout, for comparison).  ``label_weight``:
         the weight of the label line's tokens (``ClipSample.label_tokens``) against the
-        narration's 1, in a weighted mean (1.0: the plain mean).
+        narration's 1, and ``fact_weight`` that of the visible facts' words
+        (``ClipSample.fact_tokens``), in a weighted mean (both 1.0: the plain mean).
         """
         logits, labels = self._target_logits(batch, share_prefix)
-        if label_weight == 1.0:
+        if label_weight == 1.0 and fact_weight == 1.0:
             return F.cross_entropy(logits.float(), labels)
-        weight = torch.cat([(torch.arange(len(s.target_ids)) < s.label_tokens).float() * (label_weight - 1) + 1
-                            for s in batch.samples]).to(logits.device)                   # (N,)
-        token = F.cross_entropy(logits.float(), labels, reduction="none")
+        weight = torch.cat([target_weights(s, label_weight, fact_weight) for s in batch.samples]).to(logits.device)
+        token = F.cross_entropy(logits.float(), labels, reduction="none")             # (N,)
         return (token * weight).sum() / weight.sum()
 
     def target_logprobs(self, batch: ClipBatch) -> torch.Tensor:

@@ -122,6 +122,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "precision": choice("auto", "fp32", "bf16", "fp16"),
         "modes": str_list("given", "generated"),
         "label_weight": positive_number(),
+        "fact_weight": positive_number(),
     },
     "evaluate": {
         "temperature": Spec((int, float), lambda v: v >= 0, "a number >= 0 (0: greedy)"),

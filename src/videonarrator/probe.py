@@ -18,18 +18,23 @@ test clip freely, once after its own story so far (as the evaluation decodes) an
 reference story, the latter also with shuffled frames, so what its own earlier words cost and what
 it reads off the frames when its context is right are measured apart
 (``reports/probe_<system>_decoding.json``).
+
+``--side features`` asks the same of the frozen vision tower, without a narrator
+(:func:`feature_probe`): a linear probe on the training clips' patch tokens names each test clip's
+colour, shape, action and setting (``reports/probe_features.json``). Where it is near 1 and the
+narrator is near chance, what the narrator lacks is learnt, not in the features.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from . import intervals as I
-from .data.synthetic import VISUAL_VOCAB
+from .data.synthetic import VISUAL_VOCAB, stated_fact_spans
 from .dataset import VisualInputs, clip_sample, visual_inputs
-from .metrics import phrase_pattern
 from .model import VideoNarrator, collate
 from .progress import progress_bar
 from .schema import Video
@@ -40,19 +45,9 @@ KINDS = tuple(VISUAL_VOCAB)
 def fact_versions(video: Video, i: int) -> list[tuple[str, str, dict[str, str]]]:
     """(kind, true value, {value: the reference narration with that value}) for every visible fact
     that clip ``i``'s reference narration states in words the vocabulary knows."""
-    clip, out = video.clips[i], []
-    truth = clip.truth or {}
-    for kind in KINDS:
-        value = truth.get(kind)
-        if kind not in truth.get("stated", []) or value not in VISUAL_VOCAB[kind]:
-            continue
-        found = phrase_pattern(value).search(clip.narration)   # as visual_attr_acc finds it
-        if not found:
-            continue
-        start, end = found.span()
-        out.append((kind, value, {alt: clip.narration[:start] + alt + clip.narration[end:]
-                                  for alt in VISUAL_VOCAB[kind]}))
-    return out
+    text = video.clips[i].narration
+    return [(kind, value, {alt: text[:start] + alt + text[end:] for alt in VISUAL_VOCAB[kind]})
+            for kind, value, start, end in stated_fact_spans(video.clips[i])]
 
 
 @torch.no_grad()
@@ -113,6 +108,66 @@ def probe(model: VideoNarrator, test: list[Video], own_visual: dict[str, VisualI
             row["own_minus_shuffled"] = I.paired_difference_ci(own, shuf, len(test), n_boot, seed)
         report[name] = row
     return report
+
+
+def clip_features(visual: VisualInputs) -> torch.Tensor:
+    """(clips, P*W) each clip's patch tokens averaged over its kept frames (what the Q-Former reads)."""
+    return torch.stack([c.float().mean(dim=0).flatten() for c in visual.clips])
+
+
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, classes: int, weight_decay: float = 1e-2,
+                 max_iter: int = 200) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Multinomial logistic regression (L2, L-BFGS) on standardised features; returns the predictor."""
+    mean, std = train_x.mean(dim=0), train_x.std(dim=0) + 1e-6
+    x = (train_x - mean) / std
+    w = torch.zeros(x.shape[1], classes, requires_grad=True)
+    b = torch.zeros(classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ w + b, train_y) + weight_decay * (w ** 2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    w, b = w.detach(), b.detach()
+    return lambda z: ((z - mean) / std @ w + b).argmax(dim=1)
+
+
+def feature_probe(train: list[Video], test: list[Video], visual: dict[str, VisualInputs],
+                  n_boot: int = I.N_BOOT, seed: int = 0) -> dict:
+    """Can the frozen tower's features tell each visible value apart?  Per kind, a linear probe
+    trained on the training clips' features (:func:`clip_features`) names the value of every test
+    clip (all clips show all four, stated or not): accuracy with its count, interval over test
+    videos and chance.  Near 1 means the tower is not what keeps a narrator from seeing them."""
+    def data(videos):
+        x = torch.cat([clip_features(visual[v.id]) for v in videos])
+        truth = [c.truth or {} for v in videos for c in v.clips]
+        return x, truth
+    train_x, train_truth = data(train)
+    test_x, test_truth = data(test)
+    clips = [len(v.clips) for v in test]
+    report = {}
+    for kind in KINDS:
+        vocab = VISUAL_VOCAB[kind]
+        have = [k for k, t in enumerate(train_truth) if t.get(kind) in vocab]
+        if not have or not all(t.get(kind) in vocab for t in test_truth):
+            continue
+        y = torch.tensor([vocab.index(train_truth[k][kind]) for k in have])
+        predict = linear_probe(train_x[have], y, len(vocab))
+        right = predict(test_x) == torch.tensor([vocab.index(t[kind]) for t in test_truth])   # (test clips,)
+        hits = [int(part.sum()) for part in right.split(clips)]
+        report[kind] = {**I.rate_ci(hits, clips, n_boot, seed), "chance": 1 / len(vocab)}
+    return report
+
+
+def feature_table(report: dict) -> str:
+    """The feature probe's report as a Markdown table."""
+    lines = ["| value named by a linear probe of the frozen features | test clips | chance |", "|---|---|---|"]
+    for kind, row in report.items():
+        cell = f"{I.format_ci(row['value'], row['lo'], row['hi'])} ({int(row['k'])}/{int(row['n'])})"
+        lines.append(f"| {kind} | {cell} | {row['chance']:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 # free decoding runs: name -> (story so far, frames); "own" frames or the "shuffled" control
@@ -178,13 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     from .io import write_json
     from .schema import load_dataset, split_videos
 
-    parser = argparse.ArgumentParser(description="Forced choice of visible facts on the test split.")
+    parser = argparse.ArgumentParser(description="Does a narrator (or the frozen tower) see the visible facts "
+                                                 "of the test split?")
     parser.add_argument("--system", default="videonarrator")
     parser.add_argument("--root", default=".", help="project root: params.yaml, data/, models/, reports/")
     parser.add_argument("--n-boot", type=int, default=I.N_BOOT)
-    parser.add_argument("--side", choices=("forced", "decode"), default="forced",
+    parser.add_argument("--side", choices=("forced", "decode", "features"), default="forced",
                         help="forced: forced choice (reports/probe_<system>.json); decode: free decoding with "
-                             "the own and the reference story (reports/probe_<system>_decoding.json)")
+                             "the own and the reference story (reports/probe_<system>_decoding.json); features: "
+                             "a linear probe of the frozen tower's features, no narrator "
+                             "(reports/probe_features.json)")
     args = parser.parse_args(argv)
     root = Path(args.root)
     settings = Settings.load(root / "params.yaml")
@@ -193,6 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     if not any(fact_versions(v, i) for v in test for i in range(len(v.clips))):
         raise SystemExit("the test split states no visible fact with synthetic truth; the probe needs the "
                          "synthetic ads (common.dataset: synthetic)")
+    if args.side == "features":
+        tau = settings.tau()
+        visual = {v.id: visual_inputs(v, root / "data/features", tau) for v in videos}
+        report = feature_probe(split_videos(videos, "train"), test, visual, args.n_boot, settings.data_seed)
+        write_json(root / "reports" / "probe_features.json", report)
+        print(feature_table(report) + "\nwritten to " + str(root / "reports" / "probe_features.json"))
+        return 0
     llm = settings["llm"]
     model = VideoNarrator.from_pretrained(root / "models" / args.system, root / llm["path"],
                                           trust_remote_code=llm["trust_remote_code"])

@@ -117,6 +117,7 @@ class ClipPrompt:
     suffix: str   # text between the visual tokens and the target
     target: str   # what the model learns to write (EOS is appended by the tokenising step)
     label_line: str = ""   # the target's leading label line (generated mode; "" in given mode)
+    narration_at: int = 0  # where the clip's (one-line) narration starts in ``target``
 
     def text(self, visual: str = "") -> str:
         """The whole sample as text, with ``visual`` standing in for the visual tokens (for display)."""
@@ -201,7 +202,7 @@ def build_clip_prompt(video: Video, clip_index: int, mode: str = "given",
     first = 1 if story_clips is None else max(1, clip_index - story_clips + 1)
     prefix = build_prefix(video, story_so_far[first - 1:], language, first, numbered=options.position_text)
     return ClipPrompt(prefix=before + prefix, suffix=suffix, target=target,
-                      label_line=label_line if mode == "generated" else "")
+                      label_line=label_line if mode == "generated" else "", narration_at=len(target) - len(narration))
 
 
 def _marker(word: str) -> re.Pattern:

@@ -57,6 +57,7 @@ class TrainConfig:
     precision: str                   # auto | fp32 | bf16 | fp16 (fp16 on GPUs only)
     modes: list[str]
     label_weight: float              # the label line's tokens against the narration's (generated-mode samples)
+    fact_weight: float               # the visible facts' words against the rest of the narration
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -265,7 +266,7 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
             batch = collate([train_samples[i] for i in idx]).to(acc.device)   # samples stay on the CPU
             sync = acc.no_sync(wrapped) if (k < len(micro) - 1 and world > 1) else nullcontext()
             with sync, acc.autocast():
-                loss = wrapped(batch, label_weight=cfg.label_weight) / len(micro)
+                loss = wrapped(batch, label_weight=cfg.label_weight, fact_weight=cfg.fact_weight) / len(micro)
                 acc.backward(loss)
             total += float(loss.detach())
         acc.clip_grad_norm_(list(model.trainable_parameters().values()), cfg.max_grad_norm)

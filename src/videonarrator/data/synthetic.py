@@ -46,6 +46,7 @@ import numpy as np
 
 from ..io import atomic_path
 from ..labels import LABELS
+from ..metrics import phrase_pattern
 from ..progress import progress_bar
 from ..schema import UNITS_PER_SECOND, Clip, Product, Video, save_dataset, split_by_rank, text_length, window_around
 
@@ -385,6 +386,22 @@ def assign_splits(videos: list[Video], cfg: SyntheticConfig, rng: np.random.Gene
 def fact_count(videos: list[Video]) -> int:
     """Visible facts stated by the reference narrations of ``videos``."""
     return sum(len(c.truth.get("stated", ())) for v in videos for c in v.clips)
+
+
+def stated_fact_spans(clip: Clip, text: str | None = None) -> list[tuple[str, str, int, int]]:
+    """(kind, value, start, end) of each visible fact that the clip's truth says its reference
+    narration states, found in ``text`` (default: that narration) as ``visual_attr_acc`` finds it;
+    a fact whose words the text does not contain is left out."""
+    text = clip.narration if text is None else text
+    truth, out = clip.truth or {}, []
+    for kind, vocab in VISUAL_VOCAB.items():
+        value = truth.get(kind)
+        if kind not in truth.get("stated", []) or value not in vocab:
+            continue
+        found = phrase_pattern(value).search(text)
+        if found:
+            out.append((kind, value, *found.span()))
+    return out
 
 
 def chance_levels(videos: list[Video]) -> dict[str, float]:
