@@ -111,7 +111,8 @@ def probe(model: VideoNarrator, test: list[Video], own_visual: dict[str, VisualI
 
 
 def clip_features(visual: VisualInputs) -> torch.Tensor:
-    """(clips, P*W) each clip's patch tokens averaged over its kept frames (what the Q-Former reads)."""
+    """(clips, P*W) each clip's patch tokens averaged over its kept frames (the Q-Former reads
+    them frame by frame)."""
     return torch.stack([c.float().mean(dim=0).flatten() for c in visual.clips])
 
 
