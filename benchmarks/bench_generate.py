@@ -14,6 +14,13 @@ the same videos:
   (c) KV-cache reuse, batch_size videos decoded together
 (a) and (b) must give identical narrations; (c) is compared too.
 
+--passes: the evaluation's layout instead.  One model narrates the same videos in seven passes (given,
+generated and free-running on its frames; given and generated on other frames, twice: the
+shuffled and blank controls), (d) one ``narrate_videos`` call per pass at --batch-size, as the
+evaluation ran them before, and (e) all seven in one ``narrate_passes`` call at each of
+--pass-batch-sizes narrations per batch.  Sampling at the evaluation's temperature (seeded per row),
+so the narrations must be identical.
+
 Where each path's time goes, per narration: *prefill* (the LLM forward passes over a clip's new
 prompt tokens: the whole prompt in (a), the new story line + visual + suffix in (b) and (c)),
 *decode* (the one-token forward passes) and *other* (tokenising, the visual side, sampling rules,
@@ -40,7 +47,7 @@ import benchlib  # noqa: E402  (benchmarks/benchlib.py, beside this script)
 
 from videonarrator.dataset import VisualInputs  # noqa: E402
 from videonarrator.features import load_tower, tower_shape  # noqa: E402
-from videonarrator.generate import narrate_videos  # noqa: E402
+from videonarrator.generate import NarrationPass, narrate_passes, narrate_videos  # noqa: E402
 from videonarrator.model import VideoNarrator, VideoNarratorConfig  # noqa: E402
 from helpers import make_tiny_llm  # noqa: E402  (tests/helpers.py, put on the path by benchlib)
 from videonarrator.prompt import build_clip_prompt  # noqa: E402
@@ -171,6 +178,50 @@ def first_difference(a: dict, b: dict) -> str:
     return "none"
 
 
+def evaluation_passes(model, videos, base) -> dict[str, NarrationPass]:
+    """The seven passes the evaluation runs with the trained video model (frames: random stand-ins)."""
+    own, other, blank = (make_visual(videos, model.cfg, seed) for seed in (0, 1, 2))
+    free = replace(base, length_control=False)
+    gen = replace(base, mode="generated")
+    return {"given": NarrationPass(videos, own, base), "generated": NarrationPass(videos, own, gen),
+            "free": NarrationPass(videos, own, free),
+            "shuffled/given": NarrationPass(videos, other, base), "shuffled/generated": NarrationPass(videos, other, gen),
+            "blank/given": NarrationPass(videos, blank, base), "blank/generated": NarrationPass(videos, blank, gen)}
+
+
+def bench_passes(args, model, videos, machine) -> int:
+    n = sum(len(v.clips) for v in videos)
+    base = benchlib.settings().generation(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    passes = evaluation_passes(model, videos, base)
+    print(f"(d)/(e): {len(passes)} passes x {n} narrations, temperature {base.temperature} (seeded per row), "
+          f"max_new_tokens {base.max_new_tokens}")
+    narrate_videos(model, videos[:1], passes["given"].visual, replace(base, max_new_tokens=2), progress=False)
+    t = time.perf_counter()
+    alone = {k: narrate_videos(model, p.videos, p.visual, p.cfg, progress=False) for k, p in passes.items()}
+    t_alone = time.perf_counter() - t
+    total = n * len(passes)
+    print(f"(d) one call per pass, batch {args.batch_size}: {t_alone:7.1f} s, {total / t_alone:6.2f} narrations/s")
+    figs = benchlib.Figures("generate_passes")
+    figs.add("separate.narrations_per_s", total / t_alone, "narrations/s")
+    same_all = True
+    for size in args.pass_batch_sizes:
+        sized = {k: replace(p, cfg=replace(p.cfg, batch_size=size)) for k, p in passes.items()}
+        t = time.perf_counter()
+        together = narrate_passes(model, sized, progress=False)
+        wall = time.perf_counter() - t
+        same = all(texts(together[k]) == texts(alone[k]) for k in passes)
+        same_all &= same
+        print(f"(e) all passes in one call, batch {size:3d}: {wall:7.1f} s, {total / wall:6.2f} narrations/s, "
+              f"x{t_alone / wall:.2f} vs (d); identical narrations: {same}")
+        figs.add(f"together_batch{size}.narrations_per_s", total / wall, "narrations/s", t_alone / wall,
+                 "(d) one call per pass")
+    figs.details.update({"passes": list(passes), "narrations": total, "identical": same_all,
+                         "llm": args.smollm2 or "tiny random Llama"})
+    figs.write(args.json, machine, args)
+    assert same_all, "decoding the passes together changed the narrations"
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smollm2", "--llm", dest="smollm2",
@@ -188,9 +239,13 @@ def main() -> int:
     # On a busy 2-core machine 2 torch threads ran SmolLM2 decoding 10x slower than 1 (they spin against
     # other processes); 0 leaves torch's default.
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's default)")
+    p.add_argument("--passes", action="store_true", help="the evaluation's seven passes: (d) one by one, (e) together")
+    p.add_argument("--pass-batch-sizes", type=int, nargs="+", default=[8, 28, 56],
+                   help="(e) narrations per batch (default 8 28 56)")
     args = p.parse_args()
     if args.quick:
         args.videos, args.clips, args.batch_size, args.max_new_tokens = 2, 3, 2, 8
+        args.pass_batch_sizes = [4]
     if args.threads:
         torch.set_num_threads(args.threads)
     machine = benchlib.print_machine_info("generation: KV-cache reuse and batching")
@@ -209,6 +264,8 @@ def main() -> int:
           f"({sum(p.numel() for p in model.llm.parameters()) / 1e6:.1f} M params), torch threads "
           f"{torch.get_num_threads()}, {args.videos} videos x {args.clips} clips = {n} narrations, "
           f"knowledge prefix ~{prefix_tokens} tokens, {args.mode} mode, greedy, max_new_tokens {args.max_new_tokens}")
+    if args.passes:
+        return bench_passes(args, model, videos, machine)
 
     base = benchlib.settings().generation(mode=args.mode, temperature=0.0, max_new_tokens=args.max_new_tokens,
                                           batch_size=1)

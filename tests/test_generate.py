@@ -7,8 +7,9 @@ from torch import nn
 import videonarrator.generate as gen
 from helpers import DEFAULTS, make_tiny_llm
 from videonarrator.dataset import VisualInputs, clip_sample
-from videonarrator.generate import (ClipOutput, LengthRule, ends_sentence, has_line_break, label_lines,
-                                    narrate_videos, narration_part, pick_candidate, row_seed)
+from videonarrator.generate import (ClipOutput, LengthRule, NarrationPass, ends_sentence, has_line_break,
+                                    label_lines, narrate_passes, narrate_videos, narration_part, pick_candidate,
+                                    row_seed)
 from videonarrator.labels import format_labels, label_candidates
 from videonarrator.model import VideoNarrator, VideoNarratorConfig, collate
 from videonarrator.prompt import build_clip_prompt, build_prefix
@@ -460,6 +461,32 @@ def test_token_trie_shares_common_starts():
     tokens, depth, paths = gen._token_trie([[5, 6, 7], [5, 6, 8, 9], [4], [5, 6, 7]])
     assert tokens == [5, 6, 7, 8, 9, 4] and depth == [0, 1, 2, 2, 3, 0]
     assert paths == [[0, 1, 2], [0, 1, 3, 4], [5], [0, 1, 2]]          # a repeated line: the same nodes
+
+
+def test_passes_decoded_together_equal_each_pass_alone(model):
+    """The evaluation's layout: one model, passes that differ in storyline mode, length control and
+    frames (real, another video's) share batches; every narration is what its own call writes."""
+    shuffled = {v.id: visual(v, 10 + k) for k, v in enumerate(VIDEOS)}                # other frames
+    cands = label_candidates([["pain_point", "purchase_guidance"]])
+    for base in (GREEDY, replace(GREEDY, temperature=1.0, seed=5)):
+        base = replace(base, label_candidates=cands)
+        passes = {"given": NarrationPass(VIDEOS, VISUAL, base),
+                  "generated": NarrationPass(VIDEOS, VISUAL, replace(base, mode="generated")),
+                  "free": NarrationPass(VIDEOS, VISUAL, replace(base, length_control=False)),
+                  "shuffled": NarrationPass(VIDEOS[::-1], shuffled, replace(base, mode="generated"))}
+        calls = []
+        together = narrate_passes(model, {k: replace(p, cfg=replace(p.cfg, batch_size=7)) for k, p in passes.items()},
+                                  progress=False, on_clip=lambda *a: calls.append(a[:3]))
+        assert len(calls) == 4 * 9 and len(set(calls)) == len(calls)      # every clip of every pass, once
+        for name, p in passes.items():
+            alone = narrate_videos(model, p.videos, p.visual, p.cfg, progress=False)
+            assert list(together[name]) == [v.id for v in p.videos]       # each pass in its own video order
+            assert_same(together[name], alone)
+    assert all(o.labels[0] in ("pain_point", "purchase_guidance") for o in together["generated"]["a"])
+    with pytest.raises(ValueError, match="pass 'b' decodes with other settings.*narrate it separately"):
+        narrate_passes(model, {"a": passes["given"], "b": replace(passes["given"], cfg=replace(base, seed=6))})
+    with pytest.raises(ValueError, match=r"videos \['c'\] \(pass 'x'\) have no visual inputs"):
+        narrate_passes(model, {"x": NarrationPass(VIDEOS, {"a": VISUAL["a"], "b": VISUAL["b"]}, GREEDY)})
 
 
 def test_label_choice_with_batches_and_cache_equals_one_by_one(model):

@@ -35,7 +35,7 @@ import numpy as np
 from . import intervals as I
 from . import metrics as M
 from .dataset import VisualInputs, visual_inputs
-from .generate import ClipOutput, GenerationConfig, narrate_videos
+from .generate import ClipOutput, GenerationConfig, NarrationPass, narrate_passes
 from .labels import LABELS, label_candidates
 from .model import VideoNarrator, default_device, position_bucket
 from .prompt import PromptOptions, chat_wrap
@@ -181,18 +181,33 @@ def reference_rows(train: list[Video], test: list[Video], seed: int, synthetic: 
 
 # -- model systems and controls -------------------------------------------------------------
 
+def narrate_rows(model: VideoNarrator, test: list[Video], gen: GenerationConfig,
+                 rows: dict[str, tuple[dict[str, VisualInputs] | None, bool]], progress: bool = True
+                 ) -> dict[str, Narrations]:
+    """Several rows of one model narrated in one batched run (``generate.narrate_passes``):
+    ``rows[name] = (visual, free)``: both storyline modes for every test video from ``visual``
+    ({video id: VisualInputs}; None: a text-only model), and with ``free`` also given mode
+    with length control off."""
+    passes = {}
+    for name, (visual, free) in rows.items():
+        modes = {"given": replace(gen, mode="given"), "generated": replace(gen, mode="generated")}
+        if free:
+            modes["free"] = replace(gen, mode="given", length_control=False)
+        for mode, cfg in modes.items():
+            passes[f"{name}/{mode}"] = NarrationPass(test, visual or {}, cfg)
+    out = narrate_passes(model, passes, progress)
+    return {name: Narrations(out[f"{name}/given"], out[f"{name}/generated"], out.get(f"{name}/free", {}))
+            for name in rows}
+
+
 def narrate_with_model(model: VideoNarrator, test: list[Video], features_dir: str | Path | None, tau: float,
                        gen: GenerationConfig, progress: bool = True,
                        visual: dict[str, VisualInputs] | None = None, free: bool = False) -> Narrations:
     """Both storyline modes for every test video; ``free``: also given mode with length control off.
     ``visual`` replaces the frames read from ``features_dir`` (the controls)."""
-    if visual is None:
-        visual = {v.id: visual_inputs(v, features_dir, tau) for v in test} if model.visual is not None else {}
-    out = Narrations(*(narrate_videos(model, test, visual, replace(gen, mode=mode), progress)
-                       for mode in ("given", "generated")))
-    if free:
-        out.free = narrate_videos(model, test, visual, replace(gen, mode="given", length_control=False), progress)
-    return out
+    if visual is None and model.visual is not None:
+        visual = {v.id: visual_inputs(v, features_dir, tau) for v in test}
+    return narrate_rows(model, test, gen, {"model": (visual, free)}, progress)["model"]
 
 
 def shuffled_visual(test: list[Video], visual: dict[str, VisualInputs]) -> dict[str, VisualInputs]:
@@ -269,16 +284,16 @@ def narrate_systems(train: list[Video], test: list[Video], settings, features_di
         narrator = VideoNarrator.from_pretrained(Path(models_dir) / system, llm["path"],
                                                  trust_remote_code=llm["trust_remote_code"], device=device)
         system_tau = settings.tau(system)
-        outputs[system] = narrate_with_model(narrator, test, features_dir, system_tau, gen, progress, free=True)
+        real = {v.id: visual_inputs(v, features_dir, system_tau) for v in test} if narrator.visual is not None else None
+        rows = {system: (real, True)}
         descriptions[system] = describe(system) + f"; trained by `03` for the same steps ({Path(models_dir) / system})"
         if system == "videonarrator" and tower is not None:
-            real = {v.id: visual_inputs(v, features_dir, system_tau) for v in test}
-            controls = {"blank_frames": blank_visual(test, blank_frame_tokens(tower))}
             if len(test) >= 2:   # one test video has no other video's frames to show
-                controls = {"shuffled_frames": shuffled_visual(test, real), **controls}
-            for name, visual in controls.items():
-                outputs[name] = narrate_with_model(narrator, test, None, system_tau, gen, progress, visual=visual)
-                descriptions[name] = CONTROL_DESCRIPTIONS[name]
+                rows["shuffled_frames"] = (shuffled_visual(test, real), False)
+            rows["blank_frames"] = (blank_visual(test, blank_frame_tokens(tower)), False)
+            descriptions.update({name: CONTROL_DESCRIPTIONS[name] for name in rows if name != system})
+        # the system and its controls share the weights: all their passes are decoded in one batched run
+        outputs.update(narrate_rows(narrator, test, gen, rows, progress))
     torch.manual_seed(seed)   # the fresh LoRA adapter's A matrices (B = 0: the identity)
     zero_shot = VideoNarrator.from_llm(settings.model("text_only"), llm["path"], settings.lora()).to(device)
     zero_shot.prompt_options = zero_shot_options(zero_shot.tokenizer)

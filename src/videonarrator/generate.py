@@ -19,7 +19,10 @@ the cached prefix.  From that pass we cut out the keys/values of the prefix
 tokens as the video's new prefix cache; the visual, suffix and generated part
 lives only in the per-clip working cache and is dropped with it.
 
-Batching: B videos' clip i are decoded together.  Their caches and new tokens
+Batching: B videos' clip i are decoded together.  A batch may mix passes
+(:func:`narrate_passes`): the same or other videos under another storyline
+mode, length control or visual input (the evaluation's rows and controls share
+one model's weights), so one forward pass serves all of them.  Their caches and new tokens
 differ in length, so each row is laid out as
 
     [pad][cached prefix] [pad][new story line + visual + suffix] [generated ...]
@@ -118,7 +121,7 @@ class GenerationConfig:
     repetition_penalty: float        # reference: 1.1 (1.0 = off)
     num_candidates: int              # > 1: sample that many and rerank by the window (needs temperature > 0)
     seed: int
-    batch_size: int                  # videos decoded together
+    batch_size: int                  # narrations decoded together (a video in one pass)
     mode: str = "given"              # "given" | "generated" storyline (a caller's choice, not a param)
     length_control: bool = True      # False: no min-length block, no sentence / max-length stops
     reencode: bool = False           # True: no KV-cache reuse, every clip's prompt encoded from scratch
@@ -253,9 +256,24 @@ class LengthRule:
 # -- per-video state and rows ----------------------------------------------------------------
 
 @dataclass
+class NarrationPass:
+    """Every clip of ``videos`` narrated under ``cfg`` from ``visual`` ({video id: kept frames};
+    None or empty for a text-only model).  Passes given to :func:`narrate_passes` together may
+    differ in ``cfg.mode``, ``cfg.length_control``, ``cfg.story`` and ``cfg.label_candidates``."""
+    videos: list[Video]
+    visual: dict[str, VisualInputs | None]
+    cfg: GenerationConfig
+
+
+PER_PASS = ("mode", "length_control", "story", "label_candidates")   # what passes decoded together may differ in
+
+
+@dataclass
 class _VideoState:
     video: Video
     visual: VisualInputs | None
+    cfg: GenerationConfig                                                   # its pass's
+    key: str = ""                                                           # its pass's name
     outputs: list[ClipOutput] = field(default_factory=list)
     prefix_ids: list[int] = field(default_factory=list)                     # tokens whose keys/values are cached
     prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None       # per layer (1, H_kv, Lc, d)
@@ -466,34 +484,42 @@ def _score_continuations(hf, model: VideoNarrator, cache, mask: torch.Tensor, ne
 
 
 def _choose_labels(model: VideoNarrator, states: list[_VideoState], rows: list[_Row], K: int, cache,
-                   mask: torch.Tensor, next_pos: torch.Tensor, logits: torch.Tensor, cfg: GenerationConfig):
-    """Generated mode: each video's most likely label line is fed as the start of its rows.
+                   mask: torch.Tensor, next_pos: torch.Tensor, logits: torch.Tensor):
+    """Generated mode: each such video's most likely label line is fed as the start of its rows.
 
-    Returns the logits, mask and next positions after the fed tokens; the rows'
-    ids, text and log-probabilities start with the chosen line.
+    Returns the logits, mask and next positions after the fed tokens (rows of
+    given-mode videos are fed nothing and keep theirs); the rows' ids, text
+    and log-probabilities start with the chosen line.
     """
     hf, tok = model._hf(), model.tokenizer
-    candidates = cfg.label_candidates or label_candidates()
     fed = []
     for b, s in enumerate(states):
-        conts = label_lines(tok, s.video.language, candidates)
-        scores = _score_continuations(hf, model, cache, mask, next_pos, logits, b * K, conts)
-        best = max(range(len(conts)), key=lambda c: sum(scores[c]))                  # ties: first candidate
-        for k in range(K):
-            row = rows[b * K + k]
-            row.ids, row.logprobs = list(conts[best]), list(scores[best])
-            row.raw = tok.decode(row.ids)
-        fed += [conts[best]] * K
-    # feed the chosen lines (left-padded: the pads sit between prompt and line, masked, positions skip them)
+        line = []
+        if s.cfg.mode == "generated":
+            conts = label_lines(tok, s.video.language, s.cfg.label_candidates or label_candidates())
+            scores = _score_continuations(hf, model, cache, mask, next_pos, logits, b * K, conts)
+            best = max(range(len(conts)), key=lambda c: sum(scores[c]))                  # ties: first candidate
+            line = conts[best]
+            for k in range(K):
+                row = rows[b * K + k]
+                row.ids, row.logprobs = list(line), list(scores[best])
+                row.raw = tok.decode(row.ids)
+        fed += [line] * K
     L = max(len(f) for f in fed)
+    if L == 0:
+        return logits, mask, next_pos
+    # feed the chosen lines (left-padded: the pads sit between prompt and line, masked, positions skip them)
     ids = torch.zeros(len(fed), L, dtype=torch.long, device=mask.device)
     new = torch.zeros(len(fed), L, dtype=torch.long, device=mask.device)
     for r, f in enumerate(fed):
-        ids[r, L - len(f):], new[r, L - len(f):] = torch.tensor(f), 1
+        if f:
+            ids[r, L - len(f):], new[r, L - len(f):] = torch.tensor(f), 1
     pos = next_pos[:, None] + (new.cumsum(1) - 1).clamp(min=0)
     mask = torch.cat([mask, new], dim=1)
-    logits = _forward(hf, model.embed_tokens(ids), mask, pos, cache)
-    return logits, mask, pos[:, -1] + 1
+    out = _forward(hf, model.embed_tokens(ids), mask, pos, cache)
+    took = new.any(1)                                  # rows fed nothing keep their prompt's last logits
+    logits = torch.where(took[:, None], out, logits)
+    return logits, mask, next_pos + new.sum(1)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -507,18 +533,19 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 def _narrate_clip(model: VideoNarrator, states: list[_VideoState], i: int, cfg: GenerationConfig,
                   newline_ids: torch.Tensor) -> None:
-    """Narrate clip ``i`` of every video in ``states`` together; append one ClipOutput to each."""
+    """Narrate clip ``i`` of every video in ``states`` together, each under its own pass's mode,
+    story and length control (``cfg``: the decoding settings they share); append one ClipOutput to each."""
     hf, tok = model._hf(), model.tokenizer
     device = next(model.parameters()).device
     K = cfg.num_candidates
     tails, cached, prompts = [], [], []
     for s in states:
-        story = [o.text for o in s.outputs] if cfg.story == "own" else [c.narration for c in s.video.clips[:i]]
+        story = [o.text for o in s.outputs] if s.cfg.story == "own" else [c.narration for c in s.video.clips[:i]]
         options = model.prompt_options
-        sample = clip_sample(tok, s.video, i, s.visual, cfg.mode, story_so_far=story, with_target=False,
+        sample = clip_sample(tok, s.video, i, s.visual, s.cfg.mode, story_so_far=story, with_target=False,
                              num_buckets=model.cfg.num_position_buckets, story_clips=model.cfg.story_clips,
                              options=options)
-        prompts.append(build_clip_prompt(s.video, i, mode=cfg.mode, story_so_far=story,
+        prompts.append(build_clip_prompt(s.video, i, mode=s.cfg.mode, story_so_far=story,
                                          story_clips=model.cfg.story_clips, options=options))
         ids = sample.prefix_ids.tolist()
         keep = 0 if cfg.reencode else _common_prefix(s.prefix_ids, ids)
@@ -566,15 +593,15 @@ def _narrate_clip(model: VideoNarrator, states: list[_VideoState], i: int, cfg: 
         gen = None
         if cfg.temperature > 0:
             gen = torch.Generator().manual_seed(row_seed(cfg.seed, states[b].video.id, i, k))
-        rule = LengthRule(clip.window[0], clip.window[1], states[b].video.language, cfg.mode, cfg.length_control)
+        own = states[b].cfg
+        rule = LengthRule(clip.window[0], clip.window[1], states[b].video.language, own.mode, own.length_control)
         rows.append(_Row(rule, gen))
     next_pos = pos[:, -1] + 1
-    if cfg.mode == "generated":
-        logits, mask, next_pos = _choose_labels(model, states, rows, K, cache, mask, next_pos, logits, cfg)
+    logits, mask, next_pos = _choose_labels(model, states, rows, K, cache, mask, next_pos, logits)
     _decode(model, rows, logits, cache, mask, next_pos, cfg, newline_ids)
 
     for b, s in enumerate(states):
-        outs = [_clip_output(rows[b * K + k], s.video, i, cfg.mode, prompts[b]) for k in range(K)]
+        outs = [_clip_output(rows[b * K + k], s.video, i, s.cfg.mode, prompts[b]) for k in range(K)]
         s.outputs.append(pick_candidate(outs, s.video.clips[i].window))
 
 
@@ -612,38 +639,74 @@ def narrate_videos(model: VideoNarrator, videos: list[Video], visual_by_video: d
     ``on_clip(video id, clip index, output)`` is called as each clip is done
     (e.g. to move a progress bar in a UI).
     """
-    cfg = cfg.check()
-    ids = [v.id for v in videos]
+    call = None if on_clip is None else (lambda _key, vid, i, out: on_clip(vid, i, out))
+    return narrate_passes(model, {"": NarrationPass(videos, visual_by_video, cfg)}, progress, call)[""]
+
+
+def _check_pass(model: VideoNarrator, key: str, p: NarrationPass) -> None:
+    ids = [v.id for v in p.videos]
     if len(set(ids)) != len(ids):
         raise ValueError(f"video ids must be unique; repeated: {sorted({x for x in ids if ids.count(x) > 1})}")
     if model.visual is not None:
-        missing = [v.id for v in videos if visual_by_video.get(v.id) is None]
+        missing = [v.id for v in p.videos if p.visual.get(v.id) is None]
         if missing:
-            raise ValueError(f"the model uses video (use_video=True) but videos {missing[:5]} have no visual "
+            where = f" (pass {key!r})" if key else ""
+            raise ValueError(f"the model uses video (use_video=True) but videos {missing[:5]}{where} have no visual "
                              f"inputs; pass dataset.visual_inputs(video, features_dir, tau) for each")
+
+
+def narrate_passes(model: VideoNarrator, passes: dict[str, NarrationPass], progress: bool = True,
+                   on_clip: Callable[[str, str, int, ClipOutput], None] | None = None
+                   ) -> dict[str, dict[str, list[ClipOutput]]]:
+    """Several passes of one model decoded together; ``{pass name: {video id: [ClipOutput]}}``.
+
+    Every (pass, video) is one narration; ``batch_size`` of them (from any
+    passes; longest videos first, so a batch's videos end together) are decoded
+    clip by clip in one batch.  Each gives the same text as its own
+    :func:`narrate_videos` call: rows are independent (masks, per-row seeds).
+    The passes must agree on every decoding setting but :data:`PER_PASS`.
+    ``on_clip(pass name, video id, clip index, output)`` is called as each clip is done.
+    """
+    if not passes:
+        return {}
+    cfgs = {k: p.cfg.check() for k, p in passes.items()}
+    cfg = next(iter(cfgs.values()))
+    shared = {f: None for f in PER_PASS}
+    for k, c in cfgs.items():
+        if replace(c, **shared) != replace(cfg, **shared):
+            raise ValueError(f"pass {k!r} decodes with other settings than pass {next(iter(cfgs))!r}; passes "
+                             f"narrated together may differ only in {PER_PASS}: narrate it separately")
+    for k, p in passes.items():
+        _check_pass(model, k, p)
     if not cfg.reencode:
         from transformers import DynamicCache
         if any(DynamicCache(config=model._hf().config).is_sliding):
             raise ValueError("the LLM has sliding-window attention layers; KV-cache reuse needs full attention "
                              "caches: set GenerationConfig.reencode=True")
     newline_ids = newline_token_ids(model.tokenizer).to(next(model.parameters()).device)
+    uses_video = model.visual is not None
+    states = [_VideoState(v, p.visual.get(v.id) if uses_video else None, cfgs[k], k)
+              for k, p in passes.items() for v in p.videos]
+    states.sort(key=lambda s: -len(s.video.clips))     # stable: equal lengths keep pass and video order
     was_training = model.training
     model.eval()                                       # no LoRA dropout: decoding must be reproducible
-    results: dict[str, list[ClipOutput]] = {}
-    bar = progress_bar(total=sum(len(v.clips) for v in videos), desc="narrating", unit="clip", disable=not progress)
+    bar = progress_bar(total=sum(len(s.video.clips) for s in states), desc="narrating", unit="clip",
+                       disable=not progress)
     try:
-        for start in range(0, len(videos), cfg.batch_size):
-            states = [_VideoState(v, visual_by_video.get(v.id) if model.visual is not None else None)
-                      for v in videos[start:start + cfg.batch_size]]
-            for i in range(max(len(s.video.clips) for s in states)):
-                live = [s for s in states if i < len(s.video.clips)]
+        for start in range(0, len(states), cfg.batch_size):
+            batch = states[start:start + cfg.batch_size]
+            for i in range(len(batch[0].video.clips)):
+                live = [s for s in batch if i < len(s.video.clips)]
                 with torch.no_grad():
                     _narrate_clip(model, live, i, cfg, newline_ids)
                 bar.update(len(live))
                 for s in live if on_clip is not None else ():
-                    on_clip(s.video.id, i, s.outputs[i])
-            results.update({s.video.id: s.outputs for s in states})
+                    on_clip(s.key, s.video.id, i, s.outputs[i])
     finally:
         bar.close()
         model.train(was_training)
-    return results
+    out: dict[str, dict[str, list[ClipOutput]]] = {k: {} for k in passes}
+    for k, p in passes.items():     # in each pass's video order
+        by_id = {s.video.id: s.outputs for s in states if s.key == k}
+        out[k] = {v.id: by_id[v.id] for v in p.videos}
+    return out
