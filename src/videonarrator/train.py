@@ -20,6 +20,7 @@ share of each, so the result does not depend on where a run was resumed.
 from __future__ import annotations
 
 from contextlib import nullcontext
+import functools
 import hashlib
 import math
 import resource
@@ -61,14 +62,45 @@ class TrainConfig:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto': bf16 on GPUs that support it and on CPUs with native bf16 matmuls, else fp32."""
+    """'auto': bf16 on GPUs that support it and on CPUs where bf16 matrix products are
+    measured faster than fp32 (:func:`cpu_bf16_speedup`), else fp32."""
     if precision != "auto":
         if precision == "fp16" and device.type != "cuda":
             raise ValueError("precision fp16 needs a GPU; use bf16 or fp32 on a CPU")
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    return "bf16" if cpu_bf16_speedup() >= BF16_MIN_SPEEDUP else "fp32"
+
+
+BF16_MIN_SPEEDUP = 1.25   # bf16 autocast also pays for casts: below this the step is no faster
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_speedup() -> float:
+    """fp32 time / bf16 time of an LLM-sized matrix product on this CPU (0 without native bf16).
+
+    Timed, because the CPU flags do not tell: two 2-core machines that both report
+    AVX-512 BF16 trained 1.84x faster (an AMD EPYC) and 0.64x as fast (an Intel Xeon
+    without AMX: bf16 products at 0.74x fp32) in bf16 autocast (benchmarks/RESULTS.md).
+    """
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return 0.0
+    a, b = torch.randn(256, 576), torch.randn(576, 1536)   # SmolLM2-135M's MLP shape, a packed batch's rows
+
+    def best(dtype) -> float:
+        x, y = a.to(dtype), b.to(dtype)
+        for _ in range(2):
+            x @ y
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            for _ in range(4):
+                x @ y
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    return best(torch.float32) / best(torch.bfloat16)
 
 
 def video_groups(samples: list[ClipSample]) -> list[list[int]]:
@@ -298,6 +330,7 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
         "peak_rss_mb": peak_rss_mb(),
         "processes": world,
         "precision": precision,
+        "cpu_bf16_speedup": round(cpu_bf16_speedup(), 2) if default_device().type == "cpu" else None,
         **plan_positions(plan, train_samples, model.cfg, attention_cost(model._hf().config), world,
                           cfg.grad_accum),
         "trainable_params": sum(p.numel() for p in model.trainable_parameters().values()),
