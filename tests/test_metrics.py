@@ -136,6 +136,7 @@ def test_caption_metrics_reject_mismatch_and_empty():
 
 
 def test_meteor_raises_clearly_without_java(monkeypatch):
+    metrics._meteor_scorer.cache_clear()          # no Java process left from an earlier test
     monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="Java"):
         meteor(["a red bottle"], ["a red bottle"], "en")
@@ -143,13 +144,16 @@ def test_meteor_raises_clearly_without_java(monkeypatch):
 
 @pytest.mark.slow
 def test_meteor_java_scorer():
-    # Starts Java twice (about 11 s each). Identical text scores high; text
-    # sharing no word with the reference scores exactly 0 (no alignment).
+    # Starts Java once (about 11 s); the second call reuses the process. Identical text scores
+    # high; text sharing no word with the reference scores exactly 0 (no alignment).
     refs = ["a red round bottle is held in a hand", "the green cream feels soft"]
     same = meteor(refs, refs, "en")
+    process = metrics._meteor_scorer().meteor_p
     unrelated = meteor(refs, ["zzyx qqwv", "xxkj vvpq"], "en")
     assert 0.5 < same <= 1.0
     assert unrelated == 0.0
+    assert metrics._meteor_scorer().meteor_p is process and process.poll() is None
+    assert meteor(refs, refs, "en") == same           # a reused process scores the same
 
 
 # -- synchronisation ----------------------------------------------------------

@@ -37,6 +37,7 @@ when aligned arguments differ in length.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 import shutil
@@ -231,12 +232,24 @@ def cider(refs: Refs, hyps: Sequence[str], language: str, sigma: float = 6.0) ->
 def meteor(refs: Refs, hyps: Sequence[str], language: str) -> float:
     """Corpus METEOR 1.5 from coco-caption's Java scorer (``-l en -norm``) on our tokens.
 
-    Not reimplemented: this starts ``java`` (about 11 s) through
-    ``pycocoevalcap.meteor.Meteor``. Texts are passed as space-joined tokens;
+    Not reimplemented: ``pycocoevalcap.meteor.Meteor`` runs ``java``.  The Java process
+    starts once per Python process (about 11 s) and scores every later call.
+    Texts are passed as space-joined tokens;
     for Chinese that means characters, for which METEOR's English stemming and
     paraphrase tables do not apply (only exact character matches count).
     """
     _check_aligned(hyps=hyps, refs=refs)
+    ref_toks = _tokenize_refs(refs, language)
+    # Meteor's protocol separates fields with '|||'; tokens never contain it.
+    gts = {i: [" ".join(r) for r in group] for i, group in enumerate(ref_toks)}
+    res = {i: [" ".join(tokenize(h, language))] for i, h in enumerate(hyps)}
+    score, _ = _meteor_scorer().compute_score(gts, res)
+    return float(score)
+
+
+@functools.lru_cache(maxsize=1)
+def _meteor_scorer():
+    """The one Java METEOR process of this Python process (stopped when the scorer is collected at exit)."""
     if shutil.which("java") is None:
         raise RuntimeError("METEOR needs a Java runtime and `java` is not on PATH; install one "
                            "(e.g. apt-get install default-jre-headless) or leave METEOR out")
@@ -248,16 +261,7 @@ def meteor(refs: Refs, hyps: Sequence[str], language: str) -> float:
     jar = Path(meteor_module.__file__).with_name(meteor_module.METEOR_JAR)
     if not jar.exists():
         raise RuntimeError(f"METEOR jar {jar} is missing; reinstall pycocoevalcap")
-    ref_toks = _tokenize_refs(refs, language)
-    # Meteor's protocol separates fields with '|||'; tokens never contain it.
-    gts = {i: [" ".join(r) for r in group] for i, group in enumerate(ref_toks)}
-    res = {i: [" ".join(tokenize(h, language))] for i, h in enumerate(hyps)}
-    scorer = meteor_module.Meteor()
-    try:
-        score, _ = scorer.compute_score(gts, res)
-    finally:
-        del scorer  # its __del__ stops the Java process
-    return float(score)
+    return meteor_module.Meteor()
 
 
 # -- synchronisation ---------------------------------------------------------
