@@ -55,8 +55,9 @@ def clip_sample(tokenizer, video: Video, i: int, visual: VisualInputs | None, mo
     """The model sample for clip ``i`` (``visual`` None: no visual input, the text-only baseline)."""
     prompt = build_clip_prompt(video, i, mode=mode, story_so_far=story_so_far, story_clips=story_clips,
                                options=options)
-    at = prompt.narration_at
-    spans = [(at + start, at + end) for _, _, start, end in stated_fact_spans(video.clips[i], prompt.target[at:])]
+    at = prompt.narration_at   # the visible facts' words in the target (weighted in the loss; none at generation)
+    spans = [(at + start, at + end) for _, _, start, end in stated_fact_spans(video.clips[i], prompt.target[at:])
+             ] if with_target else []
     bucket = clip_bucket(video, i, num_buckets)
     if visual is None:
         empty = torch.zeros(0, 1, 1)
