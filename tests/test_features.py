@@ -350,12 +350,20 @@ def test_killed_extraction_resumes_without_reencoding(tmp_path):
     assert (again.st_ino, again.st_mtime_ns, again.st_size) == (first.st_ino, first.st_mtime_ns, first.st_size)
     for v in videos:
         assert [f["tokens"].shape[0] for f in load_video_features(out, v)] == [3, 2]
-    # the features store matches an uninterrupted run, file for file
+    # the features store matches an uninterrupted run, file for file: the kept file bit for bit; the
+    # re-encoded ones to float rounding, since frames batch across videos and a frame's batch differs
+    # between the runs (vid3's last frame is alone in the resumed run's last batch; on an Intel Xeon
+    # that moved one pooled value by 5e-7, on an AMD EPYC nothing)
     clean = tmp_path / "clean"
     extract_features(videos, root, clean, DEFAULTS.tower(), batch_size=2, progress=False)
     for v in videos:
         a, b = load_video_features(out, v), load_video_features(clean, v)
-        assert all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in ("tokens", "pooled"))
+        for x, y in zip(a, b):
+            for k in ("tokens", "pooled"):
+                if v.id == "vid0":
+                    assert torch.equal(x[k], y[k])
+                else:
+                    torch.testing.assert_close(x[k], y[k], rtol=0, atol=1e-5)
 
     assert prune_features(out, [v.id for v in videos]) == 1    # the killed run's temporary folder
     assert sorted(p.name for p in out.iterdir()) == [f"vid{k}.safetensors" for k in range(4)]
