@@ -1,7 +1,7 @@
 import pytest
 
 from videonarrator.labels import LABELS, format_labels
-from videonarrator.prompt import TEMPLATES, build_clip_prompt, build_prefix, parse_generated
+from videonarrator.prompt import TEMPLATES, PromptOptions, build_caption_prompt, build_clip_prompt, build_prefix, parse_generated
 from videonarrator.schema import Clip, Product, Video, validate_video
 
 
@@ -34,6 +34,20 @@ def test_layout_given_mode():
     assert p.target == " Meet the new aloe cream."
     # the knowledge comes before the story (only the story grows clip by clip)
     assert p.prefix.index("Use only the facts above.") < p.prefix.index("Story so far:")
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_a_caption_prompt_holds_no_knowledge_and_no_story(language):
+    v = make_video(language)
+    p = build_caption_prompt(v, "red square, on a table")
+    narration = build_clip_prompt(v, 2)
+    assert narration.prefix.startswith(p.prefix)              # the product line, as a narration prompt starts
+    for line in (TEMPLATES[language].only_facts, TEMPLATES[language].story, v.clips[0].narration):
+        assert line not in p.prefix + p.suffix
+    assert p.suffix == TEMPLATES[language].caption
+    assert p.target[p.narration_at:] == "red square, on a table"
+    chat = build_caption_prompt(v, "x", options=PromptOptions(chat=("<u>", "</u>")))
+    assert chat.prefix.startswith("<u>") and chat.suffix.endswith("</u>")
 
 
 def test_layout_generated_mode_puts_labels_in_target():

@@ -166,3 +166,15 @@ def test_annotations_load_back(tiny_synthetic):
     loaded, meta = load_dataset(root / "annotations.json")
     assert [v.id for v in loaded] == [v.id for v in videos]
     assert meta["visual_vocab"] == json.loads(json.dumps(syn.VISUAL_VOCAB))
+
+
+def test_a_clip_caption_names_all_four_visible_values_and_real_clips_have_none():
+    truth = {"colour": "red", "shape": "square", "action": "on a table", "setting": "in the kitchen",
+             "motion": 0.0, "stated": []}
+    clip = syn.Clip(index=0, start=0, end=2, window=(1, 5), labels=["pain_point"], narration="x", truth=truth)
+    caption = syn.clip_caption(clip)
+    assert caption == "red square, on a table, in the kitchen"
+    for kind in syn.VISUAL_ATTRS:
+        assert syn.phrase_pattern(truth[kind]).search(caption)
+    assert syn.clip_caption(syn.Clip(**{**clip.__dict__, "truth": {}})) is None
+    assert syn.clip_caption(syn.Clip(**{**clip.__dict__, "truth": {**truth, "shape": "oval"}})) is None

@@ -15,7 +15,7 @@ from helpers import DEFAULTS, make_tiny_llm
 from videonarrator.features import extract_features
 from videonarrator.model import VideoNarrator
 from videonarrator.prompt import build_clip_prompt
-from videonarrator.train import batch_plan, lr_lambda, train_system, video_groups
+from videonarrator.train import batch_plan, full_plan, lr_lambda, train_system, video_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ def project(tiny_prepared, tmp_path_factory):
     params["llm"]["path"] = "models/tiny_llm"
     params["model"].update(num_query_tokens=2, qformer_hidden=16, qformer_heads=2, lora_r=2)
     params["train"].update(steps=6, batch_size=4, eval_every=3, checkpoint_every=2, eval_clips=4,
-                           precision="fp32", warmup_steps=2)
+                           precision="fp32", warmup_steps=2, caption_steps=0)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root, params
 
@@ -127,6 +127,45 @@ def test_a_checkpoint_from_other_settings_is_refused(project, tmp_path):
     params = {**params, "train": {**params["train"], "lr_lora": 0.5}}
     with pytest.raises(ValueError, match="checkpoint.pt was written by a run with other settings"):
         train_system(params, "videonarrator", root, progress=False)
+
+
+def test_the_caption_warm_up_comes_first_with_captions_of_the_training_clips(project):
+    from transformers import AutoTokenizer
+    from videonarrator.data.synthetic import clip_caption
+    from videonarrator.dataset import caption_samples, training_samples
+    from videonarrator.schema import load_dataset, split_videos
+
+    root, _ = project
+    videos = split_videos(load_dataset(root / "data/processed/dataset.json")[0], "train")
+    tokenizer = AutoTokenizer.from_pretrained(root / "models/tiny_llm")
+    train_s = training_samples(tokenizer, videos, root / "data/features", 0.9, ["given"], 0)
+    captions = caption_samples(tokenizer, videos, root / "data/features", 0.9)
+    assert len(captions) == len(train_s)                            # every synthetic clip has one
+    first = videos[0].clips[0]
+    assert tokenizer.decode(captions[0].target_ids[:-1]).strip() == clip_caption(first)
+    assert len(captions[0].earlier_patches) == 0 and captions[0].fact_tokens  # no memory; all caption words weigh
+    model_cfg = SimpleNamespace(use_video=True, use_memory=True, memory_frames=1, num_query_tokens=2)
+    cfg = DEFAULTS.train(steps=3, batch_size=4, caption_steps=2)
+    samples, plan, warm = full_plan(train_s, captions, cfg, model_cfg)
+    assert warm == 2 and len(plan) == 5 and samples == train_s + captions
+    assert all(i >= len(train_s) for b in plan[:2] for i in b)
+    assert all(i < len(train_s) for b in plan[2:] for i in b)
+    assert plan[2:] == full_plan(train_s, [], cfg, model_cfg)[1]    # the training steps are unchanged
+    assert full_plan(train_s, [], cfg, model_cfg)[2] == 0           # no captions (real data): no warm-up
+
+
+def test_a_caption_warm_up_run_resumes_exactly_and_text_only_skips_it(project, tmp_path):
+    full, params = copy_project(project, tmp_path / "full")
+    params = {**params, "train": {**params["train"], "caption_steps": 3}}
+    result = train_system(params, "videonarrator", full, progress=False)
+    assert result["caption_steps"] == 3 and [e["step"] for e in result["log"]] == list(range(1, 10))
+    cut = copy_project(project, tmp_path / "cut")[0]
+    train_system(params, "videonarrator", cut, progress=False, stop_after=2)   # stopped inside the warm-up
+    train_system(params, "videonarrator", cut, progress=False)
+    a, b = saved_weights(full), saved_weights(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    text = train_system(params, "text_only", full, progress=False)
+    assert text["caption_steps"] == 0 and text["steps"] == 6
 
 
 def test_text_only_system_trains_without_visual_weights(project, tmp_path):

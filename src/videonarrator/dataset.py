@@ -6,7 +6,9 @@ of the clip's kept frames (frame compression at threshold tau), the kept
 frames of all earlier clips (for the memory tokens) and the clip's position
 bucket, and the video's id (training packs a video's clips into one
 sequence, see model.pack_layout).  Training uses the reference narrations as
-the story so far; generation uses what the model wrote.
+the story so far; generation uses what the model wrote.  A caption sample (the
+caption warm-up) holds only the product line, the clip's frames and what they
+show.
 """
 from __future__ import annotations
 
@@ -17,10 +19,10 @@ import numpy as np
 import torch
 
 from .compression import compress_frames
-from .data.synthetic import stated_fact_spans
+from .data.synthetic import clip_caption, stated_fact_spans
 from .features import load_video_features
 from .model import ClipSample, clip_bucket, encode_sample
-from .prompt import PromptOptions, build_clip_prompt
+from .prompt import PromptOptions, build_caption_prompt, build_clip_prompt
 from .schema import Video
 
 
@@ -78,4 +80,24 @@ def training_samples(tokenizer, videos: list[Video], features_dir: str | Path | 
             mode = modes[int(rng.integers(len(modes)))]
             samples.append(clip_sample(tokenizer, video, i, visual, mode, num_buckets=num_buckets,
                                        story_clips=story_clips, options=options))
+    return samples
+
+
+def caption_samples(tokenizer, videos: list[Video], features_dir: str | Path, tau: float,
+                    num_buckets: int = 100, options: PromptOptions | None = None) -> list[ClipSample]:
+    """One caption warm-up sample per clip that has a caption (``synthetic.clip_caption``: the
+    generator's truth; real data has none, so none of its clips gives one).  No memory tokens:
+    the caption is what this clip's own frames show."""
+    samples = []
+    for video in videos:
+        captions = [clip_caption(c) for c in video.clips]
+        if not any(captions):
+            continue
+        visual = visual_inputs(video, features_dir, tau)
+        for i, caption in enumerate(captions):
+            if caption is None:
+                continue
+            prompt = build_caption_prompt(video, caption, options=options)
+            samples.append(encode_sample(tokenizer, prompt, visual.clips[i], None, clip_bucket(video, i, num_buckets),
+                                         True, video.id, [(prompt.narration_at, len(prompt.target))]))
     return samples

@@ -123,6 +123,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "modes": str_list("given", "generated"),
         "label_weight": positive_number(),
         "fact_weight": positive_number(),
+        "caption_steps": Spec(int, lambda v: v >= 0, "an integer >= 0 (0: no caption warm-up)"),
     },
     "evaluate": {
         "temperature": Spec((int, float), lambda v: v >= 0, "a number >= 0 (0: greedy)"),

@@ -45,6 +45,7 @@ class Template:
     space: str          # between a marker and its value
     instruct_given: str      # spelled-out output format (PromptOptions.instructions): "{lo}", "{hi}"
     instruct_generated: str  # the same with the label list: "{lo}", "{hi}", "{labels}"
+    caption: str        # after a clip's visual tokens in a caption warm-up sample (build_caption_prompt)
 
 
 TEMPLATES: dict[str, Template] = {
@@ -66,6 +67,7 @@ TEMPLATES: dict[str, Template] = {
         instruct_generated=('Write two lines. First "Label: " and the script label of this clip, one of: {labels} '
                             '(join several with +). Then "Narration: " and the narration of this clip in '
                             '{lo}-{hi} words.\n'),
+        caption="\nWhat this clip shows:",
     ),
     "zh": Template(
         product="商品：{name}\n",
@@ -83,6 +85,7 @@ TEMPLATES: dict[str, Template] = {
         space="",
         instruct_given="在“解说：”后用一行写出这一段的解说，{lo}-{hi}字。\n",
         instruct_generated="写两行。第一行“标签：”加这一段的脚本标签，从以下选择：{labels}（多个用+连接）。第二行“解说：”加这一段的解说，{lo}-{hi}字。\n",
+        caption="\n这一段的画面：",
     ),
 }
 
@@ -203,6 +206,16 @@ def build_clip_prompt(video: Video, clip_index: int, mode: str = "given",
     prefix = build_prefix(video, story_so_far[first - 1:], language, first, numbered=options.position_text)
     return ClipPrompt(prefix=before + prefix, suffix=suffix, target=target,
                       label_line=label_line if mode == "generated" else "", narration_at=len(target) - len(narration))
+
+
+def build_caption_prompt(video: Video, caption: str, language: str | None = None,
+                         options: PromptOptions | None = None) -> ClipPrompt:
+    """A caption warm-up sample: the product line, the clip's visual tokens, then ``caption`` (what
+    the clip shows) as the target.  No knowledge and no story: only the frames can say it."""
+    t = _template(language or video.language)
+    before, after = (options or PromptOptions()).chat or ("", "")
+    return ClipPrompt(prefix=before + t.product.format(name=video.product.name), suffix=t.caption + after,
+                      target=t.space + _one_line(caption), narration_at=len(t.space))
 
 
 def _marker(word: str) -> re.Pattern:

@@ -25,7 +25,7 @@ import hashlib
 import math
 import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,7 @@ class TrainConfig:
     modes: list[str]
     label_weight: float              # the label line's tokens against the narration's (generated-mode samples)
     fact_weight: float               # the visible facts' words against the rest of the narration
+    caption_steps: int               # caption warm-up steps before the ``steps`` (clips that have a caption)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -256,12 +257,28 @@ def run_fingerprint(cfg: TrainConfig, model_cfg: VideoNarratorConfig, samples: l
     return h.hexdigest()[:16]
 
 
+def full_plan(train_samples: list[ClipSample], caption_samples: list[ClipSample], cfg: TrainConfig,
+              model_cfg: VideoNarratorConfig) -> tuple[list[ClipSample], list[list[int]], int]:
+    """(every sample, the plan of every step, caption warm-up steps): ``cfg.caption_steps`` batches of
+    caption samples (none without them), then ``cfg.steps`` batches of the training samples."""
+    lengths = [sample_length(s, model_cfg) for s in train_samples]
+    plan = batch_plan(lengths, cfg, video_groups(train_samples))
+    if not (cfg.caption_steps and caption_samples):
+        return list(train_samples), plan, 0
+    n = len(train_samples)
+    warm_cfg = replace(cfg, steps=cfg.caption_steps)
+    warm = batch_plan([sample_length(s, model_cfg) for s in caption_samples], warm_cfg, video_groups(caption_samples))
+    return list(train_samples) + list(caption_samples), [[n + i for i in b] for b in warm] + plan, len(warm)
+
+
 def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: list[ClipSample],
           cfg: TrainConfig, out_dir: str | Path, progress: bool = True,
-          stop_after: int | None = None) -> dict:
+          stop_after: int | None = None, caption_samples: list[ClipSample] = ()) -> dict:
     """Train ``model`` in place; save it to ``out_dir`` and return the run's figures.
 
-    A checkpoint in ``out_dir/../<name>.ckpt/`` is resumed from when present
+    ``caption_samples`` (dataset.caption_samples) fill the first ``cfg.caption_steps`` steps (the
+    caption warm-up), the training samples the ``cfg.steps`` after them; the learning-rate schedule
+    spans both.  A checkpoint in ``out_dir/../<name>.ckpt/`` is resumed from when present
     (same settings and data only).  ``stop_after`` ends the run early after
     that many steps (used to test resuming).
     """
@@ -276,11 +293,11 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
         raise ValueError(f"train.batch_size {per_step} must be divisible by processes x grad_accum "
                          f"({world} x {cfg.grad_accum})")
 
-    lengths = [sample_length(s, model.cfg) for s in train_samples]
-    plan = batch_plan(lengths, cfg, video_groups(train_samples))
-    fingerprint = run_fingerprint(cfg, model.cfg, train_samples)
+    samples, plan, warm = full_plan(train_samples, caption_samples, cfg, model.cfg)
+    n_steps = len(plan)
+    fingerprint = run_fingerprint(cfg, model.cfg, samples)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(replace(cfg, steps=n_steps)))
     start, log = 0, []
     if ckpt.exists():
         start, log = load_checkpoint(ckpt, model, optimizer, scheduler, fingerprint)
@@ -289,13 +306,13 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
     model.train()
 
     t0, clips_seen = time.time(), 0
-    end = min(cfg.steps, stop_after if stop_after is not None else cfg.steps)
+    end = min(n_steps, stop_after if stop_after is not None else n_steps)
     bar = progress_bar(range(start, end), desc="train", disable=not (progress and acc.is_main_process))
     for step in bar:
         micro = micro_batches(plan[step], world, rank, cfg.grad_accum)   # this process's share
         total = 0.0
         for k, idx in enumerate(micro):
-            batch = collate([train_samples[i] for i in idx]).to(acc.device)   # samples stay on the CPU
+            batch = collate([samples[i] for i in idx]).to(acc.device)   # samples stay on the CPU
             sync = acc.no_sync(wrapped) if (k < len(micro) - 1 and world > 1) else nullcontext()
             with sync, acc.autocast():
                 loss = wrapped(batch, label_weight=cfg.label_weight, fact_weight=cfg.fact_weight) / len(micro)
@@ -308,17 +325,17 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
         step_loss = float(acc.reduce(torch.tensor(total, device=acc.device), reduction="mean"))
         clips_seen += len(plan[step])
         entry = {"step": step + 1, "loss": step_loss, "lr": scheduler.get_last_lr()[0]}
-        if val_samples and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+        if val_samples and ((step + 1) % cfg.eval_every == 0 or step + 1 == n_steps):
             entry["val_loss"] = mean_loss(model, val_samples[: cfg.eval_clips], cfg.batch_size, acc.autocast)
         log.append(entry)
         bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)   # shown at the next update (every 30 s in a stage log)
-        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < n_steps:
             acc.wait_for_everyone()
             if acc.is_main_process:
                 save_checkpoint(ckpt, model, optimizer, scheduler, step + 1, log, fingerprint)
     acc.wait_for_everyone()
     wall = time.time() - t0
-    done = len(log) and log[-1]["step"] == cfg.steps
+    done = len(log) and log[-1]["step"] == n_steps
     checksums = acc.gather_for_metrics([weights_checksum(model)], use_gather_object=True)
     result = {
         "steps": log[-1]["step"] if log else 0,
@@ -331,7 +348,8 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
         "processes": world,
         "precision": precision,
         "cpu_bf16_speedup": round(cpu_bf16_speedup(), 2) if default_device().type == "cpu" else None,
-        **plan_positions(plan, train_samples, model.cfg, attention_cost(model._hf().config), world,
+        "caption_steps": warm,
+        **plan_positions(plan[warm:], samples, model.cfg, attention_cost(model._hf().config), world,
                           cfg.grad_accum),
         "trainable_params": sum(p.numel() for p in model.trainable_parameters().values()),
         "rank_checksums": list(checksums),
@@ -409,7 +427,7 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
     """Train ``system`` on the train split of ``videos`` (val split for the validation loss); save it
     to ``out_dir``.  ``overrides`` replace keys of the train section (e.g. ``steps``)."""
     from .config import Settings
-    from .dataset import training_samples
+    from .dataset import caption_samples, training_samples
     from .features import stored_shape
     from .schema import split_videos
     from .systems import sees_video as system_sees_video
@@ -442,7 +460,9 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
     val_samples = training_samples(narrator.tokenizer, split_videos(videos, "val"), features_dir, tau,
                                    modes, seed + 1, buckets, story, options)
     cfg = settings.train(**overrides)
-    return train(narrator, train_samples, val_samples, cfg, out_dir, progress, stop_after)
+    captions = caption_samples(narrator.tokenizer, train_videos, features_dir, tau, buckets, options) \
+        if (cfg.caption_steps and features_dir is not None) else []
+    return train(narrator, train_samples, val_samples, cfg, out_dir, progress, stop_after, captions)
 
 
 def write_train_report(result: dict, system: str, reports_dir: str | Path = "reports") -> Path:

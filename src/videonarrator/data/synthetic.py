@@ -404,6 +404,16 @@ def stated_fact_spans(clip: Clip, text: str | None = None) -> list[tuple[str, st
     return out
 
 
+def clip_caption(clip: Clip) -> str | None:
+    """What the clip shows, all four visible values in one fixed phrase ("red round, held in a
+    hand, in the kitchen"), from the generator's truth; None for a clip without that truth (real
+    data).  The caption warm-up of training (``train.caption_steps``) learns to write it."""
+    truth = clip.truth or {}
+    if any(truth.get(kind) not in VISUAL_VOCAB[kind] for kind in VISUAL_ATTRS):
+        return None
+    return f"{truth['colour']} {truth['shape']}, {truth['action']}, {truth['setting']}"
+
+
 def chance_levels(videos: list[Video]) -> dict[str, float]:
     """Expected accuracy of a text-only guesser that knows the generator's rules.
 
