@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Every stage runs for real, on a dataset and budgets small enough for a test.
 TINY = {
     "prepare": {"n_videos": 4, "min_clips": 3, "max_clips": 4, "max_clip_s": 3},
-    "train": {"steps": 2, "batch_size": 2, "eval_every": 2, "eval_clips": 2, "checkpoint_every": 0},
+    "train": {"steps": 2, "caption_steps": 2, "batch_size": 2, "eval_every": 2, "eval_clips": 2, "checkpoint_every": 0},
     "evaluate": {"max_new_tokens": 16, "meteor": False},
     "visualize": {"videos": 1, "queries": 2},
 }
@@ -77,7 +77,7 @@ def test_dvc_repro_then_noop_then_experiment(reproduced):
         assert (project / f"reports/{name}.ipynb").is_file(), name
     assert (project / "reports/figures/prepare/dataset_overview.png").is_file()
     train = json.loads((project / "reports/train_videonarrator.json").read_text())
-    assert train["steps"] == 2 and train["system"] == "videonarrator"
+    assert train["steps"] == 4 and train["caption_steps"] == 2 and train["system"] == "videonarrator"
     results = json.loads((project / "reports/metrics.json").read_text())
     assert {"videonarrator", "text_only", "zero_shot", "retrieval", "majority_label"} <= set(results)
     assert 0 <= results["videonarrator"]["sync_in_window"] <= 1 and "label_acc" in results["videonarrator"]
