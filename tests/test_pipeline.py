@@ -94,7 +94,7 @@ def test_dvc_repro_then_noop_then_experiment(reproduced):
     # metrics are the headline results only: evaluation and DVCLive's training summaries, no dataset statistics
     assert set(shown) == {"reports/metrics.json", "reports/dvclive/videonarrator/metrics.json",
                           "reports/dvclive/text_only/metrics.json"}
-    assert shown["reports/dvclive/videonarrator/metrics.json"]["data"]["step"] == 2
+    assert shown["reports/dvclive/videonarrator/metrics.json"]["data"]["step"] == 4   # 2 caption + 2 narration steps
     assert set(shown["reports/dvclive/text_only/metrics.json"]["data"]["text_only"]) == {
         "train_loss", "val_loss", "clips_per_s"}
     plots = run(["dvc", "plots", "show", "--json"], project, stdout_only=True)
