@@ -138,3 +138,24 @@ def test_feature_probe_names_the_values_the_features_encode():
     assert report["colour"]["value"] == 1.0 and report["colour"]["n"] == 60
     assert report["shape"]["value"] < 0.6 and report["shape"]["chance"] == pytest.approx(1 / 3)
     assert "| colour | 1.00" in feature_table(report)
+
+
+def test_label_choice_splits_by_place_and_sets_the_position_prior_beside_it(model, monkeypatch):
+    """A fake narrator that gets the first and last clip's label right and says purchase guidance
+    in the middle: the report splits it by place, with counts, beside the position prior (here
+    always right: every training clip is a pain point) and the paired difference."""
+    from videonarrator import generate
+    from videonarrator.probe import clip_place, label_choice, label_table
+
+    def fake(model, videos, visual_by_video, cfg, progress=True):
+        assert cfg.mode == "generated" and cfg.story == "reference"
+        return {v.id: [generate.ClipOutput(text="", raw="", length=0, in_window=True,
+                                           labels=c.labels if clip_place(v, i) != "middle" else ["purchase_guidance"])
+                       for i, c in enumerate(v.clips)] for v in videos}
+    monkeypatch.setattr(generate, "narrate_videos", fake)
+    report = label_choice(model, VIDEOS, VIDEOS, None, DEFAULTS.generation(), n_boot=20)
+    assert [report[p]["model"]["k"] for p in ("first", "middle", "last", "all")] == [2, 0, 2, 4]
+    assert report["all"]["model"]["n"] == 6 and report["all"]["position_prior"]["k"] == 6
+    assert report["middle"]["model_minus_prior"]["value"] == -1.0
+    assert report["middle"]["chosen"] == {"purchase_guidance": 2}
+    assert "| middle | 0.00 [0.00, 0.00] (0/2) | 1.00 [1.00, 1.00] (2/2) | -1.00" in label_table(report)

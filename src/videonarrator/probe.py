@@ -19,6 +19,10 @@ reference story, the latter also with shuffled frames, so what its own earlier w
 it reads off the frames when its context is right are measured apart
 (``reports/probe_<system>_decoding.json``).
 
+``--side labels`` asks the same of the storyline (:func:`label_choice`): the label set the narrator
+chooses in generated mode after the reference story, split by the clip's place in its video
+(first, middle, last clip), beside the position prior (``reports/probe_<system>_labels.json``).
+
 ``--side features`` asks the same of the frozen vision tower, without a narrator
 (:func:`feature_probe`): a linear probe on the training clips' patch tokens names each test clip's
 colour, shape, action and setting (``reports/probe_features.json``). Where it is near 1 and the
@@ -26,6 +30,7 @@ narrator is near chance, what the narrator lacks is learnt, not in the features.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -203,6 +208,65 @@ def free_decoding(model: VideoNarrator, test: list[Video], own_visual: dict[str,
     return report
 
 
+PLACES = ("first", "middle", "last")
+
+
+def clip_place(video: Video, i: int) -> str:
+    """Where clip ``i`` sits in its video: the first clip, the last, or one in the middle."""
+    return "first" if i == 0 else "last" if i == len(video.clips) - 1 else "middle"
+
+
+def _labels_right(test: list[Video], chosen: dict[str, list[list[str]]], place: str | None) -> tuple[list, list]:
+    """Per test video: (clips whose chosen label set is the data's, clips) at ``place`` (None: all)."""
+    hits, counts = [], []
+    for v in test:
+        at = [i for i in range(len(v.clips)) if place in (None, clip_place(v, i))]
+        hits.append(sum(set(chosen[v.id][i]) == set(v.clips[i].labels) for i in at))
+        counts.append(len(at))
+    return hits, counts
+
+
+def label_choice(model: VideoNarrator, train: list[Video], test: list[Video],
+                 own_visual: dict[str, VisualInputs] | None, gen, n_boot: int = I.N_BOOT, seed: int = 0,
+                 progress: bool = True) -> dict:
+    """Generated storyline after the reference story: the label set the narrator chooses (by
+    likelihood, the evaluation's own choice in ``generate``) for each test clip, split by the
+    clip's place in its video, beside the position prior on the same clips.  A model can tie the
+    prior overall by reading "Clip i/n" for the opening and closing clips only; the split shows
+    whether it knows the middle ones.  Each rate with its count and interval; the paired
+    difference to the prior per place."""
+    from .evaluate import position_prior_narrations
+    from .generate import narrate_videos
+
+    cfg = replace(gen, mode="generated", story="reference", max_new_tokens=1)   # the label is chosen before decoding
+    outs = narrate_videos(model, test, own_visual or {}, cfg, progress)
+    prior = position_prior_narrations(train, test).generated
+    chosen = {"model": {vid: [o.labels or [] for o in o_] for vid, o_ in outs.items()},
+              "position_prior": {vid: [o.labels or [] for o in o_] for vid, o_ in prior.items()}}
+    report: dict = {}
+    for place in (*PLACES, None):
+        runs = {name: _labels_right(test, c, place) for name, c in chosen.items()}
+        row = {name: I.rate_ci(*hits_n, n_boot, seed) for name, hits_n in runs.items()}
+        row["model_minus_prior"] = I.paired_difference_ci(I.ratio(*runs["model"]), I.ratio(*runs["position_prior"]),
+                                                          len(test), n_boot, seed)
+        row["chosen"] = dict(Counter(k for v in test for i, c in enumerate(chosen["model"][v.id])
+                                     if place in (None, clip_place(v, i)) for k in c).most_common())
+        report[place or "all"] = row
+    return report
+
+
+def label_table(report: dict) -> str:
+    """The label-choice report as a Markdown table."""
+    lines = ["| clips | narrator | position prior | narrator − prior | narrator's most chosen |", "|---|---|---|---|---|"]
+    for place, row in report.items():
+        cells = [f"{I.format_ci(row[r]['value'], row[r]['lo'], row[r]['hi'])} ({int(row[r]['k'])}/{int(row[r]['n'])})"
+                 for r in ("model", "position_prior")]
+        d = row["model_minus_prior"]
+        top = ", ".join(f"{k} {n}" for k, n in list(row["chosen"].items())[:3])
+        lines.append(f"| {place} | {cells[0]} | {cells[1]} | {d['value']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}] | {top} |")
+    return "\n".join(lines) + "\n"
+
+
 def table(report: dict) -> str:
     """The report as a Markdown table."""
     lines = ["| facts | own frames | shuffled frames | own − shuffled | chance |", "|---|---|---|---|---|"]
@@ -239,9 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--system", default="videonarrator")
     parser.add_argument("--root", default=".", help="project root: params.yaml, data/, models/, reports/")
     parser.add_argument("--n-boot", type=int, default=I.N_BOOT)
-    parser.add_argument("--side", choices=("forced", "decode", "features"), default="forced",
+    parser.add_argument("--side", choices=("forced", "decode", "features", "labels"), default="forced",
                         help="forced: forced choice (reports/probe_<system>.json); decode: free decoding with "
-                             "the own and the reference story (reports/probe_<system>_decoding.json); features: "
+                             "the own and the reference story (reports/probe_<system>_decoding.json); labels: the "
+                             "generated storyline's label choice by the clip's place in its video, against the "
+                             "position prior (reports/probe_<system>_labels.json); features: "
                              "a linear probe of the frozen tower's features, no narrator "
                              "(reports/probe_features.json)")
     args = parser.parse_args(argv)
@@ -264,7 +330,13 @@ def main(argv: list[str] | None = None) -> int:
                                           trust_remote_code=llm["trust_remote_code"])
     tau = settings.tau(args.system)
     own = {v.id: visual_inputs(v, root / "data/features", tau) for v in test} if model.visual is not None else None
-    if args.side == "forced":
+    if args.side == "labels":
+        from .evaluate import generation_config
+        train = split_videos(videos, "train")
+        report = label_choice(model, train, test, own, generation_config(settings, train), args.n_boot,
+                              settings.data_seed)
+        path, shown = root / "reports" / f"probe_{args.system}_labels.json", label_table(report)
+    elif args.side == "forced":
         report = probe(model, test, own, args.n_boot, settings.data_seed)
         path, shown = root / "reports" / f"probe_{args.system}.json", table(report)
     else:
