@@ -216,14 +216,16 @@ def clip_place(video: Video, i: int) -> str:
     return "first" if i == 0 else "last" if i == len(video.clips) - 1 else "middle"
 
 
+def _at(video: Video, i: int, place: str | None) -> bool:
+    return place in (None, clip_place(video, i))
+
+
 def _labels_right(test: list[Video], chosen: dict[str, list[list[str]]], place: str | None) -> tuple[list, list]:
-    """Per test video: (clips whose chosen label set is the data's, clips) at ``place`` (None: all)."""
-    hits, counts = [], []
-    for v in test:
-        at = [i for i in range(len(v.clips)) if place in (None, clip_place(v, i))]
-        hits.append(sum(set(chosen[v.id][i]) == set(v.clips[i].labels) for i in at))
-        counts.append(len(at))
-    return hits, counts
+    """Per test video: (clips whose chosen label set is the data's, clips) at ``place`` (None: all),
+    summed per video as the evaluation sums its rates."""
+    from .evaluate import _per_video
+    return _per_video(test, [(float(set(chosen[v.id][i]) == set(c.labels)), 1.0) if _at(v, i, place) else (0.0, 0.0)
+                             for v in test for i, c in enumerate(v.clips)])
 
 
 def label_choice(model: VideoNarrator, train: list[Video], test: list[Video],
@@ -250,7 +252,7 @@ def label_choice(model: VideoNarrator, train: list[Video], test: list[Video],
         row["model_minus_prior"] = I.paired_difference_ci(I.ratio(*runs["model"]), I.ratio(*runs["position_prior"]),
                                                           len(test), n_boot, seed)
         row["chosen"] = dict(Counter(k for v in test for i, c in enumerate(chosen["model"][v.id])
-                                     if place in (None, clip_place(v, i)) for k in c).most_common())
+                                     if _at(v, i, place) for k in c).most_common())
         report[place or "all"] = row
     return report
 
@@ -330,11 +332,11 @@ def main(argv: list[str] | None = None) -> int:
                                           trust_remote_code=llm["trust_remote_code"])
     tau = settings.tau(args.system)
     own = {v.id: visual_inputs(v, root / "data/features", tau) for v in test} if model.visual is not None else None
+    from .evaluate import generation_config
+    train = split_videos(videos, "train")
+    gen = generation_config(settings, train)
     if args.side == "labels":
-        from .evaluate import generation_config
-        train = split_videos(videos, "train")
-        report = label_choice(model, train, test, own, generation_config(settings, train), args.n_boot,
-                              settings.data_seed)
+        report = label_choice(model, train, test, own, gen, args.n_boot, settings.data_seed)
         path, shown = root / "reports" / f"probe_{args.system}_labels.json", label_table(report)
     elif args.side == "forced":
         report = probe(model, test, own, args.n_boot, settings.data_seed)
@@ -342,8 +344,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if own is None:
             raise SystemExit(f"--side decode compares frames: {args.system} does not use video")
-        from .evaluate import generation_config
-        gen = generation_config(settings, split_videos(videos, "train"))
         report = free_decoding(model, test, own, gen, args.n_boot, settings.data_seed)
         path, shown = root / "reports" / f"probe_{args.system}_decoding.json", decoding_table(report)
     write_json(path, report)
