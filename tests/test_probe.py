@@ -111,8 +111,9 @@ def test_free_decoding_compares_own_and_reference_story_and_the_frames(model, mo
 
 
 def test_feature_probe_names_the_values_the_features_encode():
-    """Features that carry the colour (one dimension per colour) and nothing about the shape:
-    the probe names every test clip's colour and stays near chance on the shape."""
+    """Features that carry the colour (one dimension per colour) and the prop (one more) and
+    nothing about the shape: the probe names every test clip's colour and prop and stays near
+    chance on the shape."""
     from videonarrator.data.synthetic import VISUAL_VOCAB
     from videonarrator.probe import feature_probe, feature_table
 
@@ -122,11 +123,13 @@ def test_feature_probe_names_the_values_the_features_encode():
     def video(k: int) -> tuple[Video, VisualInputs]:
         clips, tokens = [], []
         for i in range(3):
-            truth = {"colour": colours[(k + i) % 6], "shape": shapes[int(torch.randint(3, (1,), generator=g))]}
+            truth = {"colour": colours[(k + i) % 6], "shape": shapes[int(torch.randint(3, (1,), generator=g))],
+                     "prop": (None, "tag")[i % 2]}
             clips.append(Clip(index=i, start=i, end=i + 1.0, window=(2, 8), labels=["pain_point"],
                               narration="Look.", truth=truth))
             x = torch.randn(2, P, W, generator=g)
             x[:, 0, colours.index(truth["colour"])] += 10.0
+            x[:, 0, 6] += 10.0 * (truth["prop"] == "tag")
             tokens.append(x)
         return (Video(id=f"v{k}", product=Product("p", {}), clips=clips),
                 VisualInputs(clips=tokens, kept=[[0, 1]] * 3, totals=[2] * 3))
@@ -134,7 +137,8 @@ def test_feature_probe_names_the_values_the_features_encode():
     visual = {v.id: vis for v, vis in made}
     train, test = [v for v, _ in made[:40]], [v for v, _ in made[40:]]
     report = feature_probe(train, test, visual, n_boot=50)
-    assert set(report) == {"colour", "shape"}               # kinds without truth are left out
+    assert set(report) == {"colour", "shape", "prop"}       # kinds without truth are left out
+    assert report["prop"]["value"] == 1.0 and report["prop"]["chance"] == pytest.approx(1 / 9)  # "none" or a prop
     assert report["colour"]["value"] == 1.0 and report["colour"]["n"] == 60
     assert report["shape"]["value"] < 0.6 and report["shape"]["chance"] == pytest.approx(1 / 3)
     assert "| colour | 1.00" in feature_table(report)

@@ -38,13 +38,15 @@ from pathlib import Path
 import torch
 
 from . import intervals as I
-from .data.synthetic import VISUAL_VOCAB, stated_fact_spans
+from .data.synthetic import PROPS, VISUAL_VOCAB, stated_fact_spans
 from .dataset import VisualInputs, clip_sample, visual_inputs
 from .model import VideoNarrator, collate
 from .progress import progress_bar
 from .schema import Video
 
 KINDS = tuple(VISUAL_VOCAB)
+# what the feature probe names: the visible values, and the label's prop ("none": a clip without one)
+PROBED = {**VISUAL_VOCAB, "prop": ["none", *PROPS]}
 
 
 def fact_versions(video: Video, i: int) -> list[tuple[str, str, dict[str, str]]]:
@@ -142,20 +144,21 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, classes: int, wei
 
 def feature_probe(train: list[Video], test: list[Video], visual: dict[str, VisualInputs],
                   n_boot: int = I.N_BOOT, seed: int = 0) -> dict:
-    """Can the frozen tower's features tell each visible value apart?  Per kind, a linear probe
-    trained on the training clips' features (:func:`clip_features`) names the value of every test
-    clip (all clips show all four, stated or not): accuracy with its count, interval over test
-    videos and chance.  Near 1 means the tower is not what keeps a narrator from seeing them."""
+    """Can the frozen tower's features tell each visible value apart?  Per kind (and for the
+    prop, the label's cue), a linear probe trained on the training clips' features
+    (:func:`clip_features`) names the value of every test clip (all clips show all four, stated
+    or not): accuracy with its count, interval over test videos and chance (a uniform guess).
+    Near 1 means the tower is not what keeps a narrator from seeing them."""
     def data(videos):
         x = torch.cat([clip_features(visual[v.id]) for v in videos])
-        truth = [c.truth or {} for v in videos for c in v.clips]
+        truth = [{**(c.truth or {}), **({"prop": c.truth["prop"] or "none"} if "prop" in (c.truth or {}) else {})}
+                 for v in videos for c in v.clips]
         return x, truth
     train_x, train_truth = data(train)
     test_x, test_truth = data(test)
     clips = [len(v.clips) for v in test]
     report = {}
-    for kind in KINDS:
-        vocab = VISUAL_VOCAB[kind]
+    for kind, vocab in PROBED.items():
         have = [k for k, t in enumerate(train_truth) if t.get(kind) in vocab]
         if not have or not all(t.get(kind) in vocab for t in test_truth):
             continue
