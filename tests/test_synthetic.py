@@ -4,7 +4,6 @@ import re
 from collections import Counter
 
 import numpy as np
-import pytest
 
 from videonarrator.data import synthetic as syn
 from videonarrator.labels import LABELS
@@ -169,7 +168,7 @@ def test_annotations_load_back(tiny_synthetic):
     assert meta["visual_vocab"] == json.loads(json.dumps(syn.VISUAL_VOCAB))
 
 
-def test_a_clip_caption_names_all_four_visible_values_and_its_prop_and_real_clips_have_none():
+def test_a_clip_caption_names_all_four_visible_values_and_real_clips_have_none():
     truth = {"colour": "red", "shape": "square", "action": "on a table", "setting": "in the kitchen",
              "motion": 0.0, "stated": []}
     clip = syn.Clip(index=0, start=0, end=2, window=(1, 5), labels=["pain_point"], narration="x", truth=truth)
@@ -177,10 +176,5 @@ def test_a_clip_caption_names_all_four_visible_values_and_its_prop_and_real_clip
     assert caption == "red square, on a table, in the kitchen"
     for kind in syn.VISUAL_ATTRS:
         assert syn.phrase_pattern(truth[kind]).search(caption)
-    tagged = syn.clip_caption(syn.Clip(**{**clip.__dict__, "truth": {**truth, "prop": "tag"}}))
-    assert tagged == "red square, on a table, in the kitchen, a price tag"
-    assert set(syn.PROP_WORDS) == set(syn.PROPS)
-    with pytest.raises(ValueError, match="unknown prop 'sticker'"):
-        syn.clip_caption(syn.Clip(**{**clip.__dict__, "truth": {**truth, "prop": "sticker"}}))
     assert syn.clip_caption(syn.Clip(**{**clip.__dict__, "truth": {}})) is None
     assert syn.clip_caption(syn.Clip(**{**clip.__dict__, "truth": {**truth, "shape": "oval"}})) is None

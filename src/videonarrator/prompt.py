@@ -5,7 +5,7 @@ A training sample (and a generation step) is laid out as
     [PREFIX]  product name, knowledge fields and items, "use only the facts above",
               the story so far (earlier narrations, numbered)
     [VISUAL]  memory tokens + this clip's tokens          (embeddings, see model.py)
-    [SUFFIX]  "Clip i/n (place), d seconds, write lo-hi words."  (+ "Label: ..." in given mode)
+    [SUFFIX]  "Clip i/n, d seconds, write lo-hi words."  (+ "Label: ..." in given mode)
     [TARGET]  given mode: the narration + EOS
               generated mode: "Label: ...\\nNarration: ..." + EOS
 
@@ -38,8 +38,7 @@ class Template:
     story: str          # header line before the earlier narrations
     story_line: str     # "{i}", "{text}"
     story_line_unplaced: str  # "{text}" (PromptOptions.position_text False: no clip numbers)
-    clip: str           # "{i}", "{n}", "{place}", "{seconds}", "{lo}", "{hi}"
-    places: tuple[str, str, str, str]   # "{place}" of the first, a middle, the last and an only clip
+    clip: str           # "{i}", "{n}", "{seconds}", "{lo}", "{hi}"
     clip_unplaced: str  # "{seconds}", "{lo}", "{hi}" (no clip index or count)
     label: str          # "Label:" marker (no trailing space)
     narration: str      # "Narration:" marker
@@ -59,8 +58,7 @@ TEMPLATES: dict[str, Template] = {
         story="Story so far:\n",
         story_line="{i}. {text}\n",
         story_line_unplaced="- {text}\n",
-        clip="\nClip {i}/{n} {place}, {seconds} seconds, write {lo}-{hi} words.\n",
-        places=("(first)", "(middle)", "(last)", "(only)"),
+        clip="\nClip {i}/{n}, {seconds} seconds, write {lo}-{hi} words.\n",
         clip_unplaced="\nThis clip: {seconds} seconds, write {lo}-{hi} words.\n",
         label="Label:",
         narration="Narration:",
@@ -80,8 +78,7 @@ TEMPLATES: dict[str, Template] = {
         story="前文解说：\n",
         story_line="{i}. {text}\n",
         story_line_unplaced="- {text}\n",
-        clip="\n第{i}/{n}段{place}，{seconds}秒，写{lo}-{hi}字。\n",
-        places=("（开头）", "（中间）", "（结尾）", "（唯一）"),
+        clip="\n第{i}/{n}段，{seconds}秒，写{lo}-{hi}字。\n",
         clip_unplaced="\n这一段：{seconds}秒，写{lo}-{hi}字。\n",
         label="标签：",
         narration="解说：",
@@ -100,7 +97,7 @@ class PromptOptions:
     the output format and label list spelled out."""
     chat: tuple[str, str] | None = None   # the LLM's chat template before / after a user message
     instructions: bool = False            # spell out the output format (and, generated mode, the labels)
-    position_text: bool = True            # False: no "Clip i/n (place)" and no story numbering (the no_position ablation)
+    position_text: bool = True            # False: no "Clip i/n" and no story numbering (the no_position ablation)
 
 
 def chat_wrap(tokenizer) -> tuple[str, str]:
@@ -137,14 +134,6 @@ def _one_line(text: str) -> str:
 
 def _seconds(d: float) -> str:
     return f"{d:.1f}".removesuffix(".0")
-
-
-def clip_place(template: Template, i: int, n: int) -> str:
-    """The place of clip ``i`` (0-based) of ``n`` in words.  "Clip 8/8" alone was read by the
-    trained narrators as "not the first" rather than "the last" (README, Results): the words
-    make the opening, middle and closing roles explicit."""
-    first, middle, last, only = template.places
-    return only if n == 1 else first if i == 0 else last if i == n - 1 else middle
 
 
 def _template(language: str) -> Template:
@@ -194,8 +183,7 @@ def build_clip_prompt(video: Video, clip_index: int, mode: str = "given",
     lo, hi = clip.window
     options = options or PromptOptions()
     clip_line = t.clip if options.position_text else t.clip_unplaced
-    suffix = clip_line.format(i=clip_index + 1, n=len(video.clips), place=clip_place(t, clip_index, len(video.clips)),
-                              seconds=_seconds(clip.duration), lo=lo, hi=hi)
+    suffix = clip_line.format(i=clip_index + 1, n=len(video.clips), seconds=_seconds(clip.duration), lo=lo, hi=hi)
     label_line = f"{t.label}{t.space}{format_labels(clip.labels, language)}\n"
     narration = _one_line(clip.narration)
     before, after = options.chat or ("", "")

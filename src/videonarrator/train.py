@@ -115,8 +115,7 @@ def video_groups(samples: list[ClipSample]) -> list[list[int]]:
     return groups
 
 
-def batch_plan(lengths: list[int], cfg: TrainConfig, groups: list[list[int]] | None = None,
-               what: str = "training clips") -> list[list[int]]:
+def batch_plan(lengths: list[int], cfg: TrainConfig, groups: list[list[int]] | None = None) -> list[list[int]]:
     """Sample indices of every global batch, seeded and fixed before training starts.
 
     ``groups``: runs of samples kept next to each other (the clips of a video, so that a batch
@@ -124,12 +123,11 @@ def batch_plan(lengths: list[int], cfg: TrainConfig, groups: list[list[int]] | N
     groups, concatenated and cut into batches of ``batch_size`` clips (a group may straddle two
     batches; the last incomplete batch is dropped).  With length grouping, windows of about 16
     batches' groups are sorted by length first and the batches shuffled, so a batch holds
-    clips of similar length (less padding) but the order stays random.  ``what``: the samples'
-    name in the error when there are fewer than a batch.
+    clips of similar length (less padding) but the order stays random.
     """
     n, B = len(lengths), cfg.batch_size
     if n < B:
-        raise ValueError(f"{n} {what} are fewer than batch_size {B}; lower train.batch_size")
+        raise ValueError(f"{n} training clips are fewer than batch_size {B}; lower train.batch_size")
     groups = groups if groups is not None else [[i] for i in range(n)]
     plan: list[list[int]] = []
     epoch = 0
@@ -269,8 +267,7 @@ def full_plan(train_samples: list[ClipSample], caption_samples: list[ClipSample]
         return list(train_samples), plan, 0
     n = len(train_samples)
     warm_cfg = replace(cfg, steps=cfg.caption_steps)
-    warm = batch_plan([sample_length(s, model_cfg) for s in caption_samples], warm_cfg, video_groups(caption_samples),
-                      what="caption warm-up clips (train.caption_steps > 0)")
+    warm = batch_plan([sample_length(s, model_cfg) for s in caption_samples], warm_cfg, video_groups(caption_samples))
     return list(train_samples) + list(caption_samples), [[n + i for i in b] for b in warm] + plan, len(warm)
 
 

@@ -82,14 +82,10 @@ VISUAL_VOCAB: dict[str, list[str]] = {
 }
 VISUAL_ATTRS = tuple(VISUAL_VOCAB)
 
-# Label cues: props drawn in the top-left corner, never stated in a narration (the caption
-# warm-up names them).
+# Label cues: props drawn in the top-left corner, never stated in a narration.
 # Each label shows its props with these probabilities (the rest: no prop); props
 # are shared between labels, so a prop narrows the label down without naming it.
 PROPS = ("badge", "tag", "stars", "arrow", "cross", "gear", "drop", "brackets")
-# How the caption warm-up names a prop (clip_caption); narrations never do.
-PROP_WORDS = {"badge": "a round badge", "tag": "a price tag", "stars": "three stars", "arrow": "an arrow",
-              "cross": "a cross", "gear": "a gear", "drop": "a drop", "brackets": "corner brackets"}
 LABEL_PROPS: dict[str, dict[str, float]] = {
     "product_recommendation": {"stars": 0.3},
     "pain_point": {"cross": 0.7},
@@ -409,18 +405,13 @@ def stated_fact_spans(clip: Clip, text: str | None = None) -> list[tuple[str, st
 
 
 def clip_caption(clip: Clip) -> str | None:
-    """What the clip shows, all four visible values and its prop in one fixed phrase ("red round,
-    held in a hand, in the kitchen, a price tag"), from the generator's truth; None for a clip
-    without that truth (real data).  The caption warm-up of training (``train.caption_steps``)
-    learns to write it, so the visual path learns to carry the prop, the label's visible cue."""
+    """What the clip shows, all four visible values in one fixed phrase ("red round, held in a
+    hand, in the kitchen"), from the generator's truth; None for a clip without that truth (real
+    data).  The caption warm-up of training (``train.caption_steps``) learns to write it."""
     truth = clip.truth or {}
     if any(truth.get(kind) not in VISUAL_VOCAB[kind] for kind in VISUAL_ATTRS):
         return None
-    prop = truth.get("prop")
-    if prop is not None and prop not in PROP_WORDS:
-        raise ValueError(f"clip {clip.index}: unknown prop {prop!r}; props: {', '.join(PROPS)}")
-    text = f"{truth['colour']} {truth['shape']}, {truth['action']}, {truth['setting']}"
-    return text if prop is None else f"{text}, {PROP_WORDS[prop]}"
+    return f"{truth['colour']} {truth['shape']}, {truth['action']}, {truth['setting']}"
 
 
 def chance_levels(videos: list[Video]) -> dict[str, float]:
