@@ -142,6 +142,14 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, classes: int, wei
     return lambda z: ((z - mean) / std @ w + b).argmax(dim=1)
 
 
+def probed_value(truth: dict, kind: str) -> str | None:
+    """A clip's value of ``kind`` as the feature probe names it: a synthetic clip without a prop
+    has the prop "none"; None where the truth lacks the kind (real data)."""
+    if kind == "prop" and "prop" in truth:
+        return truth["prop"] or "none"
+    return truth.get(kind)
+
+
 def feature_probe(train: list[Video], test: list[Video], visual: dict[str, VisualInputs],
                   n_boot: int = I.N_BOOT, seed: int = 0) -> dict:
     """Can the frozen tower's features tell each visible value apart?  Per kind (and for the
@@ -151,20 +159,20 @@ def feature_probe(train: list[Video], test: list[Video], visual: dict[str, Visua
     Near 1 means the tower is not what keeps a narrator from seeing them."""
     def data(videos):
         x = torch.cat([clip_features(visual[v.id]) for v in videos])
-        truth = [{**(c.truth or {}), **({"prop": c.truth["prop"] or "none"} if "prop" in (c.truth or {}) else {})}
-                 for v in videos for c in v.clips]
+        truth = [c.truth or {} for v in videos for c in v.clips]
         return x, truth
     train_x, train_truth = data(train)
     test_x, test_truth = data(test)
     clips = [len(v.clips) for v in test]
     report = {}
     for kind, vocab in PROBED.items():
-        have = [k for k, t in enumerate(train_truth) if t.get(kind) in vocab]
-        if not have or not all(t.get(kind) in vocab for t in test_truth):
+        train_y, test_y = ([probed_value(t, kind) for t in truth] for truth in (train_truth, test_truth))
+        have = [k for k, y in enumerate(train_y) if y in vocab]
+        if not have or not all(y in vocab for y in test_y):
             continue
-        y = torch.tensor([vocab.index(train_truth[k][kind]) for k in have])
+        y = torch.tensor([vocab.index(train_y[k]) for k in have])
         predict = linear_probe(train_x[have], y, len(vocab))
-        right = predict(test_x) == torch.tensor([vocab.index(t[kind]) for t in test_truth])   # (test clips,)
+        right = predict(test_x) == torch.tensor([vocab.index(y) for y in test_y])   # (test clips,)
         hits = [int(part.sum()) for part in right.split(clips)]
         report[kind] = {**I.rate_ci(hits, clips, n_boot, seed), "chance": 1 / len(vocab)}
     return report
