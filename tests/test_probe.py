@@ -162,4 +162,22 @@ def test_label_choice_splits_by_place_and_sets_the_position_prior_beside_it(mode
     assert report["all"]["model"]["n"] == 6 and report["all"]["position_prior"]["k"] == 6
     assert report["middle"]["model_minus_prior"]["value"] == -1.0
     assert report["middle"]["chosen"] == {"purchase_guidance": 2}
+    assert report["all"]["prop_place_prior"]["k"] == 6                  # no props here: the place decides
     assert "| middle | 0.00 [0.00, 0.00] (0/2) | 1.00 [1.00, 1.00] (2/2) | -1.00" in label_table(report)
+
+
+def test_prop_place_prior_reads_the_prop_and_falls_back_to_the_place():
+    from videonarrator.probe import prop_place_prior
+
+    def video(vid, props_labels):
+        clips = [Clip(index=i, start=2.0 * i, end=2.0 * (i + 1), window=(2, 8), labels=[label], narration="Hi there.",
+                      truth={"prop": prop} if prop != "-" else {}) for i, (prop, label) in enumerate(props_labels)]
+        return Video(id=vid, product=Product("Cream", {"ingredients": ["aloe"]}), clips=clips)
+    train = [video("t1", [("-", "pain_point"), ("gear", "production_process"), (None, "appraisal_display"),
+                          ("tag", "purchase_guidance")]),
+             video("t2", [("-", "pain_point"), ("badge", "safety_certification"), (None, "appraisal_display"),
+                          ("tag", "purchase_guidance")])]
+    test = [video("x", [("-", "pain_point"), ("badge", "quality_feature"), ("gear", "quality_feature"),
+                        ("arrow", "product_efficacy"), (None, "purchase_guidance")])]
+    assert prop_place_prior(train, test)["x"] == [["pain_point"], ["safety_certification"], ["production_process"],
+                                                  ["appraisal_display"], ["purchase_guidance"]]

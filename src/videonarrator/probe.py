@@ -239,12 +239,34 @@ def _labels_right(test: list[Video], chosen: dict[str, list[list[str]]], place: 
                              for v in test for i, c in enumerate(v.clips)])
 
 
+def prop_place_prior(train: list[Video], test: list[Video]) -> dict[str, list[list[str]]]:
+    """A yardstick that reads the synthetic truth: each test clip gets the most frequent training
+    label among clips at the same place (first / middle / last) showing the same prop (or none);
+    the place alone where no training clip matches.  What a perfect reader of the prop who also
+    knows the clip's place reaches, with no story and no knowledge."""
+    by_key: dict[tuple[str, str | None], Counter] = {}
+    by_place: dict[str, Counter] = {}
+    for v in train:
+        for i, c in enumerate(v.clips):
+            place = clip_place(v, i)
+            by_key.setdefault((place, c.truth.get("prop")), Counter()).update(c.labels)
+            by_place.setdefault(place, Counter()).update(c.labels)
+    out = {}
+    for v in test:
+        out[v.id] = []
+        for i, c in enumerate(v.clips):
+            place = clip_place(v, i)
+            counts = by_key.get((place, c.truth.get("prop"))) or by_place.get(place) or Counter()
+            out[v.id].append([counts.most_common(1)[0][0]] if counts else [])
+    return out
+
+
 def label_choice(model: VideoNarrator, train: list[Video], test: list[Video],
                  own_visual: dict[str, VisualInputs] | None, gen, n_boot: int = I.N_BOOT, seed: int = 0,
                  progress: bool = True) -> dict:
     """Generated storyline after the reference story: the label set the narrator chooses (by
     likelihood, the evaluation's own choice in ``generate``) for each test clip, split by the
-    clip's place in its video, beside the position prior on the same clips.  A model can tie the
+    clip's place in its video, beside the position prior and :func:`prop_place_prior` on the same clips.  A model can tie the
     prior overall by reading "Clip i/n" for the opening and closing clips only; the split shows
     whether it knows the middle ones.  Each rate with its count and interval; the paired
     difference to the prior per place."""
@@ -255,7 +277,8 @@ def label_choice(model: VideoNarrator, train: list[Video], test: list[Video],
     outs = narrate_videos(model, test, own_visual or {}, cfg, progress)
     prior = position_prior_narrations(train, test).generated
     chosen = {"model": {vid: [o.labels or [] for o in o_] for vid, o_ in outs.items()},
-              "position_prior": {vid: [o.labels or [] for o in o_] for vid, o_ in prior.items()}}
+              "position_prior": {vid: [o.labels or [] for o in o_] for vid, o_ in prior.items()},
+              "prop_place_prior": prop_place_prior(train, test)}
     report: dict = {}
     for place in (*PLACES, None):
         runs = {name: _labels_right(test, c, place) for name, c in chosen.items()}
@@ -270,13 +293,15 @@ def label_choice(model: VideoNarrator, train: list[Video], test: list[Video],
 
 def label_table(report: dict) -> str:
     """The label-choice report as a Markdown table."""
-    lines = ["| clips | narrator | position prior | narrator − prior | narrator's most chosen |", "|---|---|---|---|---|"]
+    lines = ["| clips | narrator | position prior | narrator − prior | prop + place prior | narrator's most chosen |",
+             "|---|---|---|---|---|---|"]
     for place, row in report.items():
         cells = [f"{I.format_ci(row[r]['value'], row[r]['lo'], row[r]['hi'])} ({int(row[r]['k'])}/{int(row[r]['n'])})"
-                 for r in ("model", "position_prior")]
+                 if r in row else "" for r in ("model", "position_prior", "prop_place_prior")]
         d = row["model_minus_prior"]
         top = ", ".join(f"{k} {n}" for k, n in list(row["chosen"].items())[:3])
-        lines.append(f"| {place} | {cells[0]} | {cells[1]} | {d['value']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}] | {top} |")
+        lines.append(f"| {place} | {cells[0]} | {cells[1]} | {d['value']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}] | "
+                     f"{cells[2]} | {top} |")
     return "\n".join(lines) + "\n"
 
 
