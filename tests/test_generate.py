@@ -17,7 +17,7 @@ from videonarrator.schema import Clip, Product, Video, text_length
 
 P, W, Q = 5, 16, 4          # as tests/test_model.py: patches per frame, vision width, query tokens
 CFG = VideoNarratorConfig(vision_width=W, num_patches=P, qformer_hidden=16, qformer_layers=2, qformer_heads=2,
-                          num_query_tokens=Q, patch_pos_embed=True, memory_frames=1, story_clips=None, label_head=False)
+                          num_query_tokens=Q, patch_pos_embed=True, memory_frames=1, story_clips=None)
 LORA = DEFAULTS.lora(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
 NARR = ["Dry skin all winter?", "Meet the aloe cream.", "Grab it today.", "Soft and calm skin.", "Only 9.99 now."]
 GREEDY = DEFAULTS.generation(temperature=0, max_new_tokens=14, batch_size=1)
@@ -506,41 +506,3 @@ def test_label_candidates_and_their_validation():
         replace(GREEDY, mode="generated", label_candidates=(("nope",),)).check()
     with pytest.raises(ValueError, match="non-empty"):
         replace(GREEDY, mode="generated", label_candidates=((),)).check()
-
-
-# -- the label head's evidence joins the label choice -------------------------------------------
-
-def test_candidate_scores_add_the_heads_evidence_averaged_over_a_set():
-    from videonarrator.generate import candidate_scores
-    from videonarrator.labels import LABELS
-    cands = [("pain_point",), ("purchase_guidance",), ("pain_point", "product_trial")]
-    lines = [[-1.0, -0.5], [-2.0], [-1.0, -1.0, -1.0]]
-    assert candidate_scores(lines, cands, None) == [-1.5, -2.0, -3.0]
-    evidence = torch.zeros(len(LABELS))
-    evidence[LABELS.index("purchase_guidance")] = 1.0
-    evidence[LABELS.index("product_trial")] = 4.0
-    assert candidate_scores(lines, cands, evidence) == [-1.5, -1.0, -1.0]
-
-
-def test_a_confident_label_head_decides_the_label_and_cache_equals_reencode(llm_dir):
-    """A head biased hard towards one label makes generated mode choose it for every clip (the LLM alone
-    chooses otherwise), with the head's input computed alike with and without the cache."""
-    model = build(llm_dir, label_head=True)
-    cfg = replace(GREEDY, mode="generated", max_new_tokens=6)
-    with torch.no_grad():
-        model.visual.label_head.weight.zero_()
-        model.visual.label_head.bias.zero_()
-    plain = narrate_videos(model, VIDEOS, VISUAL, cfg, progress=False)     # flat head: zero evidence
-    without = narrate_videos(build(llm_dir), VIDEOS, VISUAL, cfg, progress=False)
-    assert [o.labels for v in plain.values() for o in v] == [o.labels for v in without.values() for o in v]
-    chosen = {tuple(o.labels) for v in plain.values() for o in v}
-    target = next(k for k in ("product_trial", "safety_certification") if (k,) not in chosen)
-    from videonarrator.labels import LABELS
-    with torch.no_grad():
-        model.visual.label_head.bias[LABELS.index(target)] = 50.0
-    cached = narrate_videos(model, VIDEOS, VISUAL, cfg, progress=False)
-    assert {tuple(o.labels) for v in cached.values() for o in v} == {(target,)}
-    again = narrate_videos(model, VIDEOS, VISUAL, replace(cfg, reencode=True), progress=False)
-    assert_same(cached, again)
-    given = narrate_videos(model, VIDEOS, VISUAL, replace(cfg, mode="given"), progress=False)
-    assert {tuple(o.labels) for v in given.values() for o in v} == {("pain_point",)}   # given mode: no choice

@@ -14,7 +14,7 @@ from videonarrator.schema import Clip, Product, Video
 
 P, W, Q = 5, 16, 4          # patches per frame, vision width, query tokens
 CFG = VideoNarratorConfig(vision_width=W, num_patches=P, qformer_hidden=16, qformer_layers=2, qformer_heads=2,
-                          num_query_tokens=Q, patch_pos_embed=True, memory_frames=1, story_clips=None, label_head=False)
+                          num_query_tokens=Q, patch_pos_embed=True, memory_frames=1, story_clips=None)
 LORA = DEFAULTS.lora(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
 
 
@@ -66,8 +66,6 @@ def test_config_round_trip_and_unknown_key():
     assert VideoNarratorConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="qformer_width"):
         VideoNarratorConfig.from_dict({**cfg.to_dict(), "qformer_width": 3})
-    saved_before_the_head = {k: v for k, v in replace(cfg, label_head=True).to_dict().items() if k != "label_head"}
-    assert VideoNarratorConfig.from_dict(saved_before_the_head) == cfg    # such a narrator has no head
 
 
 def test_pad_embeds():
@@ -228,7 +226,7 @@ def test_label_weight_weights_the_label_line_tokens(llm_dir):
     given = make_batch(model, clips=(0, 1), mode="given")
     assert [s.label_tokens for s in given.samples] == [0, 0]
     with torch.no_grad():
-        logits, labels, _ = model._target_logits(batch, share_prefix=True)
+        logits, labels = model._target_logits(batch, share_prefix=True)
         token = F.cross_entropy(logits.float(), labels, reduction="none")
         is_label = torch.cat([torch.arange(len(s.target_ids)) < s.label_tokens for s in batch.samples])
         want = (3 * token[is_label].sum() + token[~is_label].sum()) / (3 * is_label.sum() + (~is_label).sum())
@@ -264,7 +262,7 @@ def test_fact_weight_weights_the_visible_facts_words(llm_dir):
     batch = collate([clip_sample(model.tokenizer, video, i, visual, "generated") for i in range(3)])
     assert [s.fact_tokens for s in batch.to("cpu").samples] == [s.fact_tokens for s in batch.samples]
     with torch.no_grad():
-        logits, labels, _ = model._target_logits(batch, share_prefix=True)
+        logits, labels = model._target_logits(batch, share_prefix=True)
         token = F.cross_entropy(logits.float(), labels, reduction="none")
         weight = torch.cat([target_weights(s, 2.0, 5.0) for s in batch.samples])
         assert set(weight.tolist()) == {1.0, 2.0, 5.0}
@@ -435,61 +433,3 @@ def test_cross_attention_maps_are_distributions_over_patches(llm_dir):
     assert torch.allclose(maps.sum(-1), torch.ones(3, CFG.qformer_heads, Q), atol=1e-5)
     assert model.visual.training                     # the eager eval-mode pass leaves the encoder as it was
     assert model.visual.qformer.config._attn_implementation != "eager"
-
-
-# -- label head ------------------------------------------------------------------------------
-
-def labelled_batch(model: VideoNarrator) -> ClipBatch:
-    """Clips 0 and 2 of make_video with labels (one single, one set of two) for the head's target."""
-    batch = make_batch(model, clips=(0, 2), mode="generated")
-    return ClipBatch([replace(batch.samples[0], label_ids=(1,)), replace(batch.samples[1], label_ids=(2, 5))])
-
-
-def test_label_head_loss_adds_to_the_lm_loss(llm_dir):
-    model = build(llm_dir, label_head=True).eval()
-    batch = labelled_batch(model)
-    with torch.no_grad():
-        queries = [model.visual.encode_frames(s.clip_patches) for s in batch.samples]
-        logits = torch.stack([model.visual.label_head(q.mean(dim=(0, 1))) for q in queries])     # (2, 12)
-        target = torch.zeros(2, 12)
-        target[0, 1], target[1, 2], target[1, 5] = 1.0, 0.5, 0.5
-        head = -(target * torch.log_softmax(logits, -1)).sum(-1).mean()
-        torch.testing.assert_close(model(batch, head_weight=2.0), model(batch) + 2.0 * head)
-        unlabelled = ClipBatch([replace(s, label_ids=()) for s in batch.samples])
-        torch.testing.assert_close(model(unlabelled, head_weight=2.0), model(batch))
-    no_head = build(llm_dir).eval()
-    assert no_head.visual.label_head is None
-    with torch.no_grad():
-        torch.testing.assert_close(no_head(batch, head_weight=2.0), no_head(batch))
-    with pytest.raises(ValueError, match="no label head"):
-        no_head.visual.label_logits(queries[0])
-
-
-def test_label_head_trains_the_qformer_and_keeps_its_prior_through_save(llm_dir, tmp_path):
-    model = build(llm_dir, label_head=True)
-    batch = labelled_batch(model)
-    model(batch, head_weight=1.0).backward()
-    assert model.visual.label_head.weight.grad.abs().sum() > 0
-    assert model.visual.query_tokens.grad.abs().sum() > 0          # the head's gradient reaches the Q-Former
-    model.visual.set_label_prior([(1,), (1,), (2, 5)])
-    counts = torch.ones(12)
-    counts[1], counts[2], counts[5] = 3.0, 1.5, 1.5
-    torch.testing.assert_close(model.visual.label_log_prior, torch.log(counts / counts.sum()))
-    model.eval()
-    cur = model.visual.encode_frames(batch.samples[0].clip_patches)
-    torch.testing.assert_close(model.visual.label_evidence(cur),
-                               torch.log_softmax(model.visual.label_logits(cur), -1) - torch.log(counts / 15.0))
-    model.save_pretrained(tmp_path / "m")
-    loaded = VideoNarrator.from_pretrained(tmp_path / "m", llm_dir, device="cpu")
-    assert loaded.cfg.label_head
-    torch.testing.assert_close(loaded.visual.label_log_prior, model.visual.label_log_prior)
-    torch.testing.assert_close(loaded.visual.label_head.weight, model.visual.label_head.weight)
-
-
-def test_samples_carry_the_clip_labels_for_the_head(llm_dir):
-    model = build(llm_dir)
-    v = make_video()
-    visual = VisualInputs(clips=[frames(1, 1)] * 3, kept=[[0]] * 3, totals=[1] * 3)
-    s = clip_sample(model.tokenizer, v, 1, visual, "given")
-    assert s.label_ids == (1,)                                       # pain_point is labels.LABELS[1]
-    assert clip_sample(model.tokenizer, v, 1, visual, "given", with_target=False).label_ids == ()

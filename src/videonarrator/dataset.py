@@ -61,12 +61,10 @@ def clip_sample(tokenizer, video: Video, i: int, visual: VisualInputs | None, mo
     spans = [(at + start, at + end) for _, _, start, end in stated_fact_spans(video.clips[i], prompt.target[at:])
              ] if with_target else []
     bucket = clip_bucket(video, i, num_buckets)
-    labels = tuple(video.clips[i].labels)
     if visual is None:
         empty = torch.zeros(0, 1, 1)
-        return encode_sample(tokenizer, prompt, empty, None, bucket, with_target, video.id, spans, labels)
-    return encode_sample(tokenizer, prompt, visual.clips[i], visual.earlier(i), bucket, with_target, video.id, spans,
-                         labels)
+        return encode_sample(tokenizer, prompt, empty, None, bucket, with_target, video.id, spans)
+    return encode_sample(tokenizer, prompt, visual.clips[i], visual.earlier(i), bucket, with_target, video.id, spans)
 
 
 def training_samples(tokenizer, videos: list[Video], features_dir: str | Path | None, tau: float,
@@ -101,6 +99,5 @@ def caption_samples(tokenizer, videos: list[Video], features_dir: str | Path, ta
                 continue
             prompt = build_caption_prompt(video, caption, options=options)
             samples.append(encode_sample(tokenizer, prompt, visual.clips[i], None, clip_bucket(video, i, num_buckets),
-                                         True, video.id, [(prompt.narration_at, len(prompt.target))],
-                                         tuple(video.clips[i].labels)))
+                                         True, video.id, [(prompt.narration_at, len(prompt.target))]))
     return samples

@@ -80,9 +80,8 @@ phrase of its own, or skips the line), which would leave the clip without a
 storyline.  So the label is chosen, not written: after the prompt, every
 candidate continuation ``Label: <labels>\\nNarration:`` (the 12 labels, plus the
 multi-label sets of ``GenerationConfig.label_candidates``) is scored by the
-model's summed log-probability (plus, for a narrator with a label head, the
-frames' evidence for its labels: :func:`candidate_scores`), the best one is fed
-as if the model had written it, and decoding goes on from there.  The choice ignores temperature
+model's summed log-probability, the most likely one is fed as if the model had
+written it, and decoding goes on from there.  The choice ignores temperature
 and repetition penalty (it is the model's own most likely label line), so it is
 the same for every candidate narration of a clip.  All candidates of a row are
 scored in one pass on top of its cache, laid out as a token trie under a 4D
@@ -103,7 +102,7 @@ from typing import Callable
 import torch
 
 from .dataset import VisualInputs, clip_sample
-from .labels import LABELS, check_label, format_labels, label_candidates
+from .labels import check_label, format_labels, label_candidates
 from .model import ClipBatch, VideoNarrator, pad_embeds
 from .progress import progress_bar
 from .prompt import MODES, TEMPLATES, ClipPrompt, build_clip_prompt, parse_generated
@@ -484,35 +483,9 @@ def _score_continuations(hf, model: VideoNarrator, cache, mask: torch.Tensor, ne
     return out
 
 
-def candidate_scores(line_scores: list[list[float]], candidates, evidence: torch.Tensor | None) -> list[float]:
-    """Each candidate label set's score: its label line's log-probability under the LLM, plus, with a
-    label head, the frames' evidence (log p(label | frames) - log p(label), averaged over the set's labels)."""
-    scores = [sum(s) for s in line_scores]
-    if evidence is None:
-        return scores
-    return [s + sum(float(evidence[LABELS.index(k)]) for k in c) / len(c) for s, c in zip(scores, candidates)]
-
-
-def _label_evidence(model: VideoNarrator, states: list[_VideoState], batch: ClipBatch,
-                    frame_queries: list[torch.Tensor] | None) -> list[torch.Tensor | None]:
-    """Per video, the label head's evidence for this clip (None in given mode or without a head).
-    ``frame_queries``: the clips' (F, Q, H) query outputs when the caller has them."""
-    head = model.visual is not None and model.visual.label_head is not None
-    out = []
-    for b, (s, t) in enumerate(zip(states, batch.samples)):
-        if not head or s.cfg.mode != "generated":
-            out.append(None)
-            continue
-        cur = frame_queries[b] if frame_queries is not None else model.visual.encode_frames(t.clip_patches)
-        out.append(model.visual.label_evidence(cur))
-    return out
-
-
 def _choose_labels(model: VideoNarrator, states: list[_VideoState], rows: list[_Row], K: int, cache,
-                   mask: torch.Tensor, next_pos: torch.Tensor, logits: torch.Tensor,
-                   evidence: list[torch.Tensor | None]):
-    """Generated mode: each such video's best label line (:func:`candidate_scores`) is fed as the
-    start of its rows.
+                   mask: torch.Tensor, next_pos: torch.Tensor, logits: torch.Tensor):
+    """Generated mode: each such video's most likely label line is fed as the start of its rows.
 
     Returns the logits, mask and next positions after the fed tokens (rows of
     given-mode videos are fed nothing and keep theirs); the rows' ids, text
@@ -523,11 +496,9 @@ def _choose_labels(model: VideoNarrator, states: list[_VideoState], rows: list[_
     for b, s in enumerate(states):
         line = []
         if s.cfg.mode == "generated":
-            candidates = s.cfg.label_candidates or label_candidates()
-            conts = label_lines(tok, s.video.language, candidates)
+            conts = label_lines(tok, s.video.language, s.cfg.label_candidates or label_candidates())
             scores = _score_continuations(hf, model, cache, mask, next_pos, logits, b * K, conts)
-            total = candidate_scores(scores, candidates, evidence[b])
-            best = max(range(len(conts)), key=lambda c: total[c])                        # ties: first candidate
+            best = max(range(len(conts)), key=lambda c: sum(scores[c]))                  # ties: first candidate
             line = conts[best]
             for k in range(K):
                 row = rows[b * K + k]
@@ -586,19 +557,17 @@ def _narrate_clip(model: VideoNarrator, states: list[_VideoState], i: int, cfg: 
         tails.append(replace(sample, prefix_ids=sample.prefix_ids[keep:]))
     with torch.no_grad():
         batch = ClipBatch(tails).to(device)
-        visual, queries = None, None
+        visual = None
         if model.visual is not None and not cfg.reencode:
             # each frame through the Q-Former once per video: the memory reads the kept outputs of the
             # earlier clips instead of encoding all earlier frames again (O(1) work per clip, not O(i))
-            visual, queries = [], []
+            visual = []
             for s, t in zip(states, batch.samples):
                 model.visual.check_clip(t.clip_patches, t.bucket, f"video {s.video.id!r} clip {i}")
                 cur = model.visual.encode_frames(t.clip_patches)                        # (F, Q, H)
                 prev = torch.cat(s.frame_queries) if s.frame_queries else cur[:0]       # (F_prev, Q, H)
                 visual.append(model.visual.clip_tokens(cur, prev, t.bucket))
                 s.frame_queries.append(cur)
-                queries.append(cur)
-        evidence = _label_evidence(model, states, batch, queries)
         seqs = model.build_inputs_embeds(batch, with_target=False, visual=visual)       # B x (T_b, D)
 
     # R = B*K rows: each video's candidates side by side
@@ -628,7 +597,7 @@ def _narrate_clip(model: VideoNarrator, states: list[_VideoState], i: int, cfg: 
         rule = LengthRule(clip.window[0], clip.window[1], states[b].video.language, own.mode, own.length_control)
         rows.append(_Row(rule, gen))
     next_pos = pos[:, -1] + 1
-    logits, mask, next_pos = _choose_labels(model, states, rows, K, cache, mask, next_pos, logits, evidence)
+    logits, mask, next_pos = _choose_labels(model, states, rows, K, cache, mask, next_pos, logits)
     _decode(model, rows, logits, cache, mask, next_pos, cfg, newline_ids)
 
     for b, s in enumerate(states):

@@ -29,13 +29,6 @@ Switches (the ablations): ``use_position`` False -> no clip-position embedding;
 tokens and no visual weights at all (the text-only baseline, same code path).
 Memory tokens get no clip-position embedding: they average several clips, so
 no single bucket describes them (the reference adds position to the current clip).
-
-Label head (``label_head``, a departure from the paper): a linear layer on the mean of
-the clip's own query outputs (no position, no memory) gives the 12 labels' logits,
-trained with its own cross-entropy next to the LM loss.  Generated-storyline mode adds
-its evidence (log p(label | frames) - log p(label), a likelihood ratio) to the LM's
-score of each label line, so the frames' label cues count without the LLM having to
-learn to read them from a few label tokens (it did not, README "Label head").
 """
 from __future__ import annotations
 
@@ -48,7 +41,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .io import atomic_path, read_json, write_json
-from .labels import LABELS
 from .llm import LoraSettings, load_llm, load_qformer
 from .prompt import ClipPrompt, PromptOptions
 from .schema import Video
@@ -69,7 +61,6 @@ class VideoNarratorConfig:
     patch_pos_embed: bool             # learned (P, W) embedding on the patch tokens
     memory_frames: int                # M: earlier frames averaged into this many groups (reference: 1)
     story_clips: int | None           # earlier narrations kept in the prompt (None: all; an int bounds it)
-    label_head: bool                  # a label classifier on the clip's query outputs (see the module doc)
     qformer_cross_attention_every: int = 2  # BLIP-2: cross-attention in every 2nd layer
     use_position: bool = True         # clip-position embedding (the ablations switch these off)
     position_text: bool = True        # "Clip i/n" and numbered story lines in the prompt
@@ -83,7 +74,6 @@ class VideoNarratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VideoNarratorConfig":
-        d = {"label_head": False, **d}   # narrators saved before the label head existed have none
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -134,12 +124,6 @@ class VisualEncoder(nn.Module):
         if self.clip_pos is not None:
             nn.init.normal_(self.clip_pos.weight, std=0.02)
         self.projector = nn.Linear(H, cfg.llm_dim)
-        if cfg.label_head:
-            self.label_head = nn.Linear(H, len(LABELS))
-            # log p(label) of the training clips (set_label_prior): the head's evidence is measured against it
-            self.register_buffer("label_log_prior", torch.full((len(LABELS),), -math.log(len(LABELS))))
-        else:
-            self.label_head = None
 
     def encode_frames(self, patches: torch.Tensor) -> torch.Tensor:
         """(F, P, W) patch tokens -> (F, Q, H) query outputs, each frame on its own."""
@@ -187,13 +171,7 @@ class VisualEncoder(nn.Module):
         0 frames for a first clip); buckets[b]: its position bucket.
         Returns B tensors (M'_b*Q + F_b*Q, D); M'_b = 0 without memory.
         """
-        queries = self.frame_queries(clip_patches, earlier_patches, buckets)
-        return [self.clip_tokens(cur, prev, bucket) for (cur, prev), bucket in zip(queries, buckets)]
-
-    def frame_queries(self, clip_patches: list[torch.Tensor], earlier_patches: list[torch.Tensor | None],
-                      buckets: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per clip, the Q-Former outputs (F_b, Q, H) of its frames and (F_prev_b, Q, H) of the
-        earlier frames (0 without memory): one Q-Former pass over every frame of the batch."""
+        # One Q-Former pass over every frame of the batch, then split back.
         chunks, counts = [], []
         for b, (cur, prev, bucket) in enumerate(zip(clip_patches, earlier_patches, buckets)):
             self.check_clip(cur, bucket, f"batch sample {b}")
@@ -202,26 +180,7 @@ class VisualEncoder(nn.Module):
             chunks.append(prev)
             counts += [len(cur), len(prev)]
         queries = self.encode_frames(torch.cat(chunks)).split(counts)            # each (F, Q, H)
-        return [(queries[2 * b], queries[2 * b + 1]) for b in range(len(buckets))]
-
-    def label_logits(self, cur: torch.Tensor) -> torch.Tensor:
-        """(F, Q, H) query outputs of a clip's frames -> (12,) label logits (order of labels.LABELS)."""
-        if self.label_head is None:
-            raise ValueError("this narrator has no label head (model.label_head is false)")
-        return self.label_head(cur.mean(dim=(0, 1)))
-
-    def label_evidence(self, cur: torch.Tensor) -> torch.Tensor:
-        """(F, Q, H) -> (12,) log p(label | frames) - log p(label): what the frames add to a prior
-        that the LLM's own label score already holds."""
-        return torch.log_softmax(self.label_logits(cur).float(), dim=-1) - self.label_log_prior.float()
-
-    def set_label_prior(self, label_ids: list[tuple[int, ...]]) -> None:
-        """The label frequencies of the training clips (add-one smoothed) as the head's prior."""
-        counts = torch.ones(len(LABELS))
-        for ids in label_ids:
-            for k in ids:
-                counts[k] += 1.0 / len(ids)
-        self.label_log_prior.copy_(torch.log(counts / counts.sum()))
+        return [self.clip_tokens(queries[2 * b], queries[2 * b + 1], bucket) for b, bucket in enumerate(buckets)]
 
     def check_clip(self, frames: torch.Tensor, bucket: int, where: str) -> None:
         if len(frames) == 0:
@@ -265,7 +224,6 @@ class ClipSample:
     video: str = ""                 # the clip's video: training packs the clips of one video ("": alone)
     label_tokens: int = 0           # leading target tokens that are the label line (generated mode)
     fact_tokens: tuple[int, ...] = ()   # target tokens inside a visible fact's words (synthetic truth)
-    label_ids: tuple[int, ...] = ()     # the clip's true labels (indices into labels.LABELS): the label head's target
 
 
 @dataclass
@@ -297,11 +255,9 @@ def tokens_in_spans(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple
 
 def encode_sample(tokenizer, prompt: ClipPrompt, clip_patches: torch.Tensor,
                   earlier_patches: torch.Tensor | None, bucket: int, with_target: bool = True,
-                  video: str = "", fact_spans: list[tuple[int, int]] = (),
-                  labels: tuple[str, ...] = ()) -> ClipSample:
+                  video: str = "", fact_spans: list[tuple[int, int]] = ()) -> ClipSample:
     """Tokenise a prompt's three parts (no special tokens; EOS appended to the target).
-    ``fact_spans``: (start, end) character spans of visible facts in ``prompt.target``;
-    ``labels``: the clip's true labels (the label head's target; kept only with the target)."""
+    ``fact_spans``: (start, end) character spans of visible facts in ``prompt.target``."""
     if earlier_patches is None:
         earlier_patches = clip_patches[:0]
     target = torch.cat([_ids(tokenizer, prompt.target), torch.tensor([tokenizer.eos_token_id])]) \
@@ -313,9 +269,8 @@ def encode_sample(tokenizer, prompt: ClipPrompt, clip_patches: torch.Tensor,
         while label_tokens < min(len(line), len(target)) and line[label_tokens] == target[label_tokens]:
             label_tokens += 1
     facts = tokens_in_spans(tokenizer, prompt.target, list(fact_spans)) if with_target else ()
-    label_ids = tuple(LABELS.index(k) for k in labels) if with_target else ()
     return ClipSample(_ids(tokenizer, prompt.prefix), _ids(tokenizer, prompt.suffix), target,
-                      clip_patches, earlier_patches, int(bucket), video, label_tokens, facts, label_ids)
+                      clip_patches, earlier_patches, int(bucket), video, label_tokens, facts)
 
 
 def target_weights(sample: ClipSample, label_weight: float, fact_weight: float) -> torch.Tensor:
@@ -571,9 +526,8 @@ class VideoNarrator(nn.Module):
         return seqs
 
     def forward(self, batch: ClipBatch, share_prefix: bool = True, label_weight: float = 1.0,
-                fact_weight: float = 1.0, head_weight: float = 0.0) -> torch.Tensor:
-        """Mean cross-entropy over all target tokens of the batch (scalar), plus ``head_weight``
-        times the label head's cross-entropy (:meth:`label_head_loss`) when there is a head.
+                fact_weight: float = 1.0) -> torch.Tensor:
+        """Mean cross-entropy over all target tokens of the batch (scalar).
 
         The clips of one video run packed (:func:`pack_layout`), each with exactly its own
         sample's context, so the loss equals that of one sequence per clip (``share_prefix``
@@ -582,50 +536,25 @@ class VideoNarrator(nn.Module):
         narration's 1, and ``fact_weight`` that of the visible facts' words
         (``ClipSample.fact_tokens``), in a weighted mean (both 1.0: the plain mean).
         """
-        logits, labels, queries = self._target_logits(batch, share_prefix)
+        logits, labels = self._target_logits(batch, share_prefix)
         if label_weight == 1.0 and fact_weight == 1.0:
-            loss = F.cross_entropy(logits.float(), labels)
-        else:
-            weight = torch.cat([target_weights(s, label_weight, fact_weight)
-                                for s in batch.samples]).to(logits.device)
-            token = F.cross_entropy(logits.float(), labels, reduction="none")         # (N,)
-            loss = (token * weight).sum() / weight.sum()
-        if head_weight and self.visual is not None and self.visual.label_head is not None:
-            loss = loss + head_weight * self.label_head_loss(batch, queries)
-        return loss
-
-    def label_head_loss(self, batch: ClipBatch, queries: list[torch.Tensor]) -> torch.Tensor:
-        """Mean cross-entropy of the label head over the samples that carry labels (a clip with
-        several labels: each gets an equal share of the target); 0 when none does."""
-        rows = [b for b, s in enumerate(batch.samples) if s.label_ids]
-        if not rows:
-            return queries[0].new_zeros(()).float()
-        logits = torch.stack([self.visual.label_logits(queries[b]) for b in rows]).float()   # (B', 12)
-        target = torch.zeros_like(logits)
-        for r, b in enumerate(rows):
-            ids = batch.samples[b].label_ids
-            target[r, list(ids)] = 1.0 / len(ids)
-        return F.cross_entropy(logits, target)
+            return F.cross_entropy(logits.float(), labels)
+        weight = torch.cat([target_weights(s, label_weight, fact_weight) for s in batch.samples]).to(logits.device)
+        token = F.cross_entropy(logits.float(), labels, reduction="none")             # (N,)
+        return (token * weight).sum() / weight.sum()
 
     def target_logprobs(self, batch: ClipBatch) -> torch.Tensor:
         """(B,) summed log-probability of each sample's target given its own context
         (teacher forced, packed like :meth:`forward`)."""
-        logits, labels, _ = self._target_logits(batch, share_prefix=True)
+        logits, labels = self._target_logits(batch, share_prefix=True)
         token = -F.cross_entropy(logits.float(), labels, reduction="none")           # (N,)
         return torch.stack([t.sum() for t in token.split([len(s.target_ids) for s in batch.samples])])
 
-    def _target_logits(self, batch: ClipBatch, share_prefix: bool
-                       ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
-        """(N, V) logits before each of the batch's N target tokens, the (N,) targets, and each
-        sample's (F, Q, H) frame query outputs (None without video; the label head reads them)."""
+    def _target_logits(self, batch: ClipBatch, share_prefix: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, V) logits before each of the batch's N target tokens, and the (N,) targets."""
         samples = batch.samples
-        visual, queries = [None] * len(samples), None
-        if self.visual is not None:
-            buckets = [s.bucket for s in samples]
-            pairs = self.visual.frame_queries([s.clip_patches for s in samples],
-                                              [s.earlier_patches for s in samples], buckets)
-            visual = [self.visual.clip_tokens(cur, prev, b) for (cur, prev), b in zip(pairs, buckets)]
-            queries = [cur for cur, _ in pairs]
+        visual = self.visual([s.clip_patches for s in samples], [s.earlier_patches for s in samples],
+                             [s.bucket for s in samples]) if self.visual is not None else [None] * len(samples)
         layout = pack_layout(samples, [0 if v is None else len(v) for v in visual], share_prefix,
                              attention_cost(self._hf().config))
         # One embedding lookup for the shared prefix tokens and every suffix and target.
@@ -646,7 +575,7 @@ class VideoNarrator(nn.Module):
         hidden = self.decoder()(inputs_embeds=x, attention_mask=self._attention_mask(layout, x),
                                 position_ids=layout.position_ids().to(x.device), use_cache=False).last_hidden_state
         logits = self._hf().get_output_embeddings()(hidden[rows, cols])            # (N, V): the head on targets only
-        return logits, labels, queries
+        return logits, labels
 
     def _attention_mask(self, layout: PackedLayout, x: torch.Tensor) -> torch.Tensor:
         return self.attention_mask_4d(layout.allowed().to(x.device)[:, None], x.dtype)   # (R, 1, T, T)

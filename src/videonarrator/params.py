@@ -104,7 +104,6 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "lora_dropout": fraction(),
         "lora_targets": Spec((list, str), lambda v: v == "all-linear" or (isinstance(v, list) and v and all(isinstance(x, str) for x in v)),
                              "a list of module names or 'all-linear'"),
-        "label_head": boolean(),
     },
     "train": {
         "seed": Spec(int, lambda v: v >= 0, "an integer >= 0 (the training; common.data_seed is the dataset's)"),
@@ -125,7 +124,6 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "label_weight": positive_number(),
         "fact_weight": positive_number(),
         "caption_steps": Spec(int, lambda v: v >= 0, "an integer >= 0 (0: no caption warm-up)"),
-        "label_head_weight": Spec((int, float), lambda v: v >= 0, "a number >= 0 (0: the label head is not trained)"),
     },
     "evaluate": {
         "temperature": Spec((int, float), lambda v: v >= 0, "a number >= 0 (0: greedy)"),

@@ -60,7 +60,6 @@ class TrainConfig:
     label_weight: float              # the label line's tokens against the narration's (generated-mode samples)
     fact_weight: float               # the visible facts' words against the rest of the narration
     caption_steps: int               # caption warm-up steps before the ``steps`` (clips that have a caption)
-    label_head_weight: float         # the label head's cross-entropy next to the LM loss (model.label_head)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -296,8 +295,6 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
 
     samples, plan, warm = full_plan(train_samples, caption_samples, cfg, model.cfg)
     n_steps = len(plan)
-    if model.visual is not None and model.visual.label_head is not None:
-        model.visual.set_label_prior([s.label_ids for s in train_samples if s.label_ids])
     fingerprint = run_fingerprint(cfg, model.cfg, samples)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(replace(cfg, steps=n_steps)))
@@ -318,8 +315,7 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
             batch = collate([samples[i] for i in idx]).to(acc.device)   # samples stay on the CPU
             sync = acc.no_sync(wrapped) if (k < len(micro) - 1 and world > 1) else nullcontext()
             with sync, acc.autocast():
-                loss = wrapped(batch, label_weight=cfg.label_weight, fact_weight=cfg.fact_weight,
-                               head_weight=cfg.label_head_weight) / len(micro)
+                loss = wrapped(batch, label_weight=cfg.label_weight, fact_weight=cfg.fact_weight) / len(micro)
                 acc.backward(loss)
             total += float(loss.detach())
         acc.clip_grad_norm_(list(model.trainable_parameters().values()), cfg.max_grad_norm)
