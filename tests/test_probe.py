@@ -113,7 +113,7 @@ def test_free_decoding_compares_own_and_reference_story_and_the_frames(model, mo
 def test_feature_probe_names_the_values_the_features_encode():
     """Features that carry the colour (one dimension per colour) and the prop (one more) and
     nothing about the shape: the probe names every test clip's colour and prop and stays near
-    chance on the shape."""
+    chance on the shape; the label, set by the prop and the clip's place, it names from both."""
     from videonarrator.data.synthetic import VISUAL_VOCAB
     from videonarrator.probe import feature_probe, feature_table
 
@@ -124,8 +124,9 @@ def test_feature_probe_names_the_values_the_features_encode():
         clips, tokens = [], []
         for i in range(3):
             truth = {"colour": colours[(k + i) % 6], "shape": shapes[int(torch.randint(3, (1,), generator=g))],
-                     "prop": (None, "tag")[i % 2]}
-            clips.append(Clip(index=i, start=i, end=i + 1.0, window=(2, 8), labels=["pain_point"],
+                     "prop": (None, "tag")[(k + i) % 2]}
+            label = "appraisal_display" if truth["prop"] else "purchase_guidance" if i == 2 else "pain_point"
+            clips.append(Clip(index=i, start=i, end=i + 1.0, window=(2, 8), labels=[label],
                               narration="Look.", truth=truth))
             x = torch.randn(2, P, W, generator=g)
             x[:, 0, colours.index(truth["colour"])] += 10.0
@@ -137,7 +138,8 @@ def test_feature_probe_names_the_values_the_features_encode():
     visual = {v.id: vis for v, vis in made}
     train, test = [v for v, _ in made[:40]], [v for v, _ in made[40:]]
     report = feature_probe(train, test, visual, n_boot=50)
-    assert set(report) == {"colour", "shape", "prop"}       # kinds without truth are left out
+    assert set(report) == {"colour", "shape", "prop", "label (features + place)"}   # kinds without truth: left out
+    assert report["label (features + place)"]["value"] >= 0.9     # the place alone: about half
     assert report["prop"]["value"] == 1.0 and report["prop"]["chance"] == pytest.approx(1 / 9)  # "none" or a prop
     assert report["colour"]["value"] == 1.0 and report["colour"]["n"] == 60
     assert report["shape"]["value"] < 0.6 and report["shape"]["chance"] == pytest.approx(1 / 3)

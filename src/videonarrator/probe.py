@@ -40,6 +40,7 @@ import torch
 from . import intervals as I
 from .data.synthetic import PROPS, VISUAL_VOCAB, stated_fact_spans
 from .dataset import VisualInputs, clip_sample, visual_inputs
+from .labels import LABELS
 from .model import VideoNarrator, collate
 from .progress import progress_bar
 from .schema import Video
@@ -156,7 +157,8 @@ def feature_probe(train: list[Video], test: list[Video], visual: dict[str, Visua
     prop, the label's cue), a linear probe trained on the training clips' features
     (:func:`clip_features`) names the value of every test clip (all clips show all four, stated
     or not): accuracy with its count, interval over test videos and chance (a uniform guess).
-    Near 1 means the tower is not what keeps a narrator from seeing them."""
+    Near 1 means the tower is not what keeps a narrator from seeing them.  With single-label
+    clips, also the script label from the features and the clip's place (first / middle / last)."""
     def data(videos):
         x = torch.cat([clip_features(visual[v.id]) for v in videos])
         truth = [c.truth or {} for v in videos for c in v.clips]
@@ -175,6 +177,17 @@ def feature_probe(train: list[Video], test: list[Video], visual: dict[str, Visua
         right = predict(test_x) == torch.tensor([vocab.index(y) for y in test_y])   # (test clips,)
         hits = [int(part.sum()) for part in right.split(clips)]
         report[kind] = {**I.rate_ci(hits, clips, n_boot, seed), "chance": 1 / len(vocab)}
+    if all(len(c.labels) == 1 for v in train + test for c in v.clips):
+        # the script label from the features and the clip's place: what a linear label head could reach
+        def place(videos):
+            return torch.tensor([[float(clip_place(v, i) == p) for p in PLACES] for v in videos
+                                 for i in range(len(v.clips))])
+        y = torch.tensor([LABELS.index(c.labels[0]) for v in train for c in v.clips])
+        predict = linear_probe(torch.cat([train_x, place(train)], dim=1), y, len(LABELS))
+        right = predict(torch.cat([test_x, place(test)], dim=1)) == torch.tensor(
+            [LABELS.index(c.labels[0]) for v in test for c in v.clips])
+        hits = [int(part.sum()) for part in right.split(clips)]
+        report["label (features + place)"] = {**I.rate_ci(hits, clips, n_boot, seed), "chance": 1 / len(LABELS)}
     return report
 
 
