@@ -107,7 +107,7 @@ def saved_narrator(tmp_path_factory):
     torch.manual_seed(0)
     cfg = VideoNarratorConfig(vision_width=16, num_patches=5, qformer_hidden=16, qformer_heads=2,
                               qformer_layers=1, num_query_tokens=2, patch_pos_embed=True,
-                              memory_frames=1, story_clips=None)
+                              memory_frames=1, story_clips=None, label_head=False)
     VideoNarrator.from_llm(cfg, llm, DEFAULTS.lora(r=2, dropout=0.0)).save_pretrained(root / "model")
     return root, llm
 
@@ -503,7 +503,7 @@ def tiny_training(llm):
     torch.manual_seed(0)
     cfg = VideoNarratorConfig(vision_width=16, num_patches=5, qformer_hidden=16, qformer_heads=2,
                               qformer_layers=1, num_query_tokens=2, patch_pos_embed=True,
-                              memory_frames=1, story_clips=None)
+                              memory_frames=1, story_clips=None, label_head=False)
     model = VideoNarrator.from_llm(cfg, llm, DEFAULTS.lora(r=2, dropout=0.0))
     g = torch.Generator().manual_seed(0)
     samples = [encode_sample(model.tokenizer, build_clip_prompt(video, i), torch.randn(1, 5, 16, generator=g),

@@ -17,7 +17,7 @@ from videonarrator.schema import Clip, Product, Video, text_length
 
 P, W, Q = 5, 16, 4          # as tests/test_model.py: patches per frame, vision width, query tokens
 CFG = VideoNarratorConfig(vision_width=W, num_patches=P, qformer_hidden=16, qformer_layers=2, qformer_heads=2,
-                          num_query_tokens=Q, patch_pos_embed=True, memory_frames=1, story_clips=None)
+                          num_query_tokens=Q, patch_pos_embed=True, memory_frames=1, story_clips=None, label_head=False)
 LORA = DEFAULTS.lora(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
 NARR = ["Dry skin all winter?", "Meet the aloe cream.", "Grab it today.", "Soft and calm skin.", "Only 9.99 now."]
 GREEDY = DEFAULTS.generation(temperature=0, max_new_tokens=14, batch_size=1)
@@ -506,3 +506,33 @@ def test_label_candidates_and_their_validation():
         replace(GREEDY, mode="generated", label_candidates=(("nope",),)).check()
     with pytest.raises(ValueError, match="non-empty"):
         replace(GREEDY, mode="generated", label_candidates=((),)).check()
+
+
+# -- the label head chooses the generated storyline's label ------------------------------------
+
+def test_candidate_scores_use_the_head_when_there_is_one():
+    from videonarrator.generate import candidate_scores
+    from videonarrator.labels import LABELS
+    cands = [("pain_point",), ("purchase_guidance",), ("pain_point", "product_trial")]
+    lines = [[-1.0, -0.5], [-2.0], [-1.0, -1.0, -1.0]]
+    assert candidate_scores(lines, cands, None) == [-1.5, -2.0, -3.0]
+    head = torch.full((len(LABELS),), -5.0)
+    head[LABELS.index("purchase_guidance")] = -0.5
+    head[LABELS.index("product_trial")] = -1.0
+    assert candidate_scores(lines, cands, head) == [-5.0, -0.5, -3.0]
+
+
+def test_the_label_head_decides_the_label_and_cache_equals_reencode(llm_dir):
+    """A head whose bias favours one label makes generated mode choose it for every clip; the LLM
+    narrates after that line alike with and without the cache; given mode keeps the data's labels."""
+    from videonarrator.labels import LABELS
+    model = build(llm_dir, label_head=True)
+    cfg = replace(GREEDY, mode="generated", max_new_tokens=6)
+    with torch.no_grad():
+        model.visual.label_head.bias[LABELS.index("product_trial")] = 5.0
+    out = narrate_videos(model, VIDEOS, VISUAL, cfg, progress=False)
+    assert {tuple(o.labels) for v in out.values() for o in v} == {("product_trial",)}
+    assert all(o.raw.startswith("Label: product trial\nNarration:") for v in out.values() for o in v)
+    assert_same(out, narrate_videos(model, VIDEOS, VISUAL, replace(cfg, reencode=True), progress=False))
+    given = narrate_videos(model, VIDEOS, VISUAL, replace(cfg, mode="given"), progress=False)
+    assert {tuple(o.labels) for v in given.values() for o in v} == {("pain_point",)}

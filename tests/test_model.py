@@ -14,7 +14,7 @@ from videonarrator.schema import Clip, Product, Video
 
 P, W, Q = 5, 16, 4          # patches per frame, vision width, query tokens
 CFG = VideoNarratorConfig(vision_width=W, num_patches=P, qformer_hidden=16, qformer_layers=2, qformer_heads=2,
-                          num_query_tokens=Q, patch_pos_embed=True, memory_frames=1, story_clips=None)
+                          num_query_tokens=Q, patch_pos_embed=True, memory_frames=1, story_clips=None, label_head=False)
 LORA = DEFAULTS.lora(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
 
 
@@ -66,6 +66,8 @@ def test_config_round_trip_and_unknown_key():
     assert VideoNarratorConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="qformer_width"):
         VideoNarratorConfig.from_dict({**cfg.to_dict(), "qformer_width": 3})
+    saved_before_the_head = {k: v for k, v in replace(cfg, label_head=True).to_dict().items() if k != "label_head"}
+    assert VideoNarratorConfig.from_dict(saved_before_the_head) == cfg    # such a narrator has no head
 
 
 def test_pad_embeds():
@@ -433,3 +435,53 @@ def test_cross_attention_maps_are_distributions_over_patches(llm_dir):
     assert torch.allclose(maps.sum(-1), torch.ones(3, CFG.qformer_heads, Q), atol=1e-5)
     assert model.visual.training                     # the eager eval-mode pass leaves the encoder as it was
     assert model.visual.qformer.config._attn_implementation != "eager"
+
+
+# -- label head ------------------------------------------------------------------------------
+
+def head_samples(n: int, seed: int) -> list[ClipSample]:
+    """Clips whose label is set by a bright patch value (the "prop") and their place: the prop gives
+    safety certification, else the last clip purchase guidance, else pain point."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(n):
+        place, prop = k % 3, bool((k // 3) % 2)
+        x = torch.randn(2, P, W, generator=g)
+        x[:, 0, 3] += 6.0 * prop
+        label = 9 if prop else 2 if place == 2 else 1      # labels.LABELS indices
+        ids = torch.zeros(0, dtype=torch.long)
+        out.append(ClipSample(ids, ids, ids, x, x[:0], 0, place=place, label_ids=(label,)))
+    return out
+
+
+def test_label_head_fits_the_features_and_the_place_and_survives_save(llm_dir, tmp_path):
+    model = build(llm_dir, label_head=True).eval()
+    head = model.visual.label_head
+    train, test = head_samples(300, 0), head_samples(60, 1)
+    assert head.fit(train + [replace(train[0], label_ids=(1, 2))]) == 300      # multi-label clips are left out
+    predicted = [int(head(head.inputs(s.clip_patches, s.place)).argmax()) for s in test]
+    right = sum(p == s.label_ids[0] for p, s in zip(predicted, test))
+    assert right >= 57     # the prop alone: 50 of 60 at best, the place alone 30: it reads both
+    lp = head(torch.stack([head.inputs(s.clip_patches, s.place) for s in test[:4]]))
+    torch.testing.assert_close(lp.exp().sum(-1), torch.ones(4))
+    model.save_pretrained(tmp_path / "m")
+    loaded = VideoNarrator.from_pretrained(tmp_path / "m", llm_dir, device="cpu")
+    for name in ("mean", "std", "weight", "bias"):
+        torch.testing.assert_close(getattr(loaded.visual.label_head, name), getattr(head, name))
+    with pytest.raises(ValueError, match="no single-label training clip"):
+        head.fit([replace(s, label_ids=()) for s in train[:3]])
+    assert build(llm_dir).visual.label_head is None
+
+
+def test_samples_carry_the_clips_place_and_labels(llm_dir):
+    model = build(llm_dir)
+    v = make_video()
+    visual = VisualInputs(clips=[frames(1, 1)] * 3, kept=[[0]] * 3, totals=[1] * 3)
+    samples = [clip_sample(model.tokenizer, v, i, visual, "given") for i in range(3)]
+    assert [s.place for s in samples] == [0, 1, 2] and samples[1].label_ids == (1,)   # pain_point: LABELS[1]
+    assert clip_sample(model.tokenizer, v, 1, visual, "given", with_target=False).label_ids == ()
+    assert [s.place for s in batch_to(samples)] == [0, 1, 2]                          # moving keeps the place
+
+
+def batch_to(samples):
+    return ClipBatch(samples).to("cpu").samples

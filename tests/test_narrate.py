@@ -25,7 +25,7 @@ def setup(tmp_path_factory):
     llm = make_tiny_llm(root / "llm", ["Product: Bunny plush soft fleece hugs all night. Label: Narration:"] * 20)
     torch.manual_seed(0)
     cfg = VideoNarratorConfig(vision_width=64, num_patches=64, qformer_hidden=16, qformer_heads=2, num_query_tokens=2,
-                              qformer_layers=2, patch_pos_embed=True, memory_frames=1, story_clips=None)
+                              qformer_layers=2, patch_pos_embed=True, memory_frames=1, story_clips=None, label_head=False)
     VideoNarrator.from_llm(cfg, llm, DEFAULTS.lora(r=2)).save_pretrained(root / "model")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["llm"]["path"] = str(llm)

@@ -73,7 +73,7 @@ def setup(tmp_path_factory):
     torch.manual_seed(0)
     cfg = VideoNarratorConfig(vision_width=W, num_patches=P, qformer_hidden=16, qformer_layers=1, qformer_heads=2,
                               num_query_tokens=Q, memory_frames=M,
-                              patch_pos_embed=True, story_clips=None)
+                              patch_pos_embed=True, story_clips=None, label_head=False)
     model = VideoNarrator.from_llm(cfg, llm, DEFAULTS.lora(r=2, dropout=0.0)).eval()
     g = torch.Generator().manual_seed(0)
     clips = [torch.randn(FRAMES, P, W, generator=g) for _ in range(N_CLIPS)]

@@ -357,7 +357,7 @@ def tiny_model_project(root: Path, llm_dir: Path) -> list[Video]:
     make_tiny_llm(llm_dir, corpus)
     cfg = VideoNarratorConfig(vision_width=W, num_patches=P, qformer_hidden=16, qformer_layers=2,
                               qformer_heads=2, num_query_tokens=4, patch_pos_embed=True, memory_frames=1,
-                              story_clips=None)
+                              story_clips=None, label_head=False)
     torch.manual_seed(0)
     model = VideoNarrator.from_llm(cfg, llm_dir, lora=DEFAULTS.lora(r=4, alpha=8, dropout=0.0,
                                                                     target_modules=["q_proj", "v_proj"]))

@@ -94,7 +94,8 @@ class Settings:
         return VideoNarratorConfig(vision_width=width, num_patches=patches, num_query_tokens=m["num_query_tokens"],
                                    qformer_hidden=m["qformer_hidden"], qformer_layers=m["qformer_layers"],
                                    qformer_heads=m["qformer_heads"], patch_pos_embed=m["patch_pos_embed"],
-                                   memory_frames=m["memory_frames"], story_clips=m["story_clips"], **changes)
+                                   memory_frames=m["memory_frames"], story_clips=m["story_clips"],
+                                   label_head=m["label_head"], **changes)
 
     def tau(self, system: str = "videonarrator") -> float:
         """The frame-compression threshold ``system`` trains and narrates with."""

@@ -23,7 +23,7 @@ from .data.synthetic import clip_caption, stated_fact_spans
 from .features import load_video_features
 from .model import ClipSample, clip_bucket, encode_sample
 from .prompt import PromptOptions, build_caption_prompt, build_clip_prompt
-from .schema import Video
+from .schema import Video, clip_place
 
 
 @dataclass
@@ -61,10 +61,12 @@ def clip_sample(tokenizer, video: Video, i: int, visual: VisualInputs | None, mo
     spans = [(at + start, at + end) for _, _, start, end in stated_fact_spans(video.clips[i], prompt.target[at:])
              ] if with_target else []
     bucket = clip_bucket(video, i, num_buckets)
+    where = {"place": clip_place(video, i), "labels": tuple(video.clips[i].labels)}
     if visual is None:
         empty = torch.zeros(0, 1, 1)
-        return encode_sample(tokenizer, prompt, empty, None, bucket, with_target, video.id, spans)
-    return encode_sample(tokenizer, prompt, visual.clips[i], visual.earlier(i), bucket, with_target, video.id, spans)
+        return encode_sample(tokenizer, prompt, empty, None, bucket, with_target, video.id, spans, **where)
+    return encode_sample(tokenizer, prompt, visual.clips[i], visual.earlier(i), bucket, with_target, video.id, spans,
+                         **where)
 
 
 def training_samples(tokenizer, videos: list[Video], features_dir: str | Path | None, tau: float,

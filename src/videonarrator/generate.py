@@ -81,7 +81,9 @@ storyline.  So the label is chosen, not written: after the prompt, every
 candidate continuation ``Label: <labels>\\nNarration:`` (the 12 labels, plus the
 multi-label sets of ``GenerationConfig.label_candidates``) is scored by the
 model's summed log-probability, the most likely one is fed as if the model had
-written it, and decoding goes on from there.  The choice ignores temperature
+written it, and decoding goes on from there.  A narrator with a label head
+(``model.label_head``) chooses by the head instead (:func:`candidate_scores`): the
+LLM then narrates after the head's label line.  The choice ignores temperature
 and repetition penalty (it is the model's own most likely label line), so it is
 the same for every candidate narration of a clip.  All candidates of a row are
 scored in one pass on top of its cache, laid out as a token trie under a 4D
@@ -102,7 +104,7 @@ from typing import Callable
 import torch
 
 from .dataset import VisualInputs, clip_sample
-from .labels import check_label, format_labels, label_candidates
+from .labels import LABELS, check_label, format_labels, label_candidates
 from .model import ClipBatch, VideoNarrator, pad_embeds
 from .progress import progress_bar
 from .prompt import MODES, TEMPLATES, ClipPrompt, build_clip_prompt, parse_generated
@@ -483,9 +485,27 @@ def _score_continuations(hf, model: VideoNarrator, cache, mask: torch.Tensor, ne
     return out
 
 
+def candidate_scores(line_scores: list[list[float]], candidates, head: torch.Tensor | None) -> list[float]:
+    """Each candidate label set's score: its label line's summed log-probability under the LLM, or,
+    with a label head's (12,) log-probabilities, the mean of its labels' log-probabilities there."""
+    if head is None:
+        return [sum(s) for s in line_scores]
+    return [sum(float(head[LABELS.index(k)]) for k in c) / len(c) for c in candidates]
+
+
+def _head_logprobs(model: VideoNarrator, states: list[_VideoState], batch: ClipBatch) -> list[torch.Tensor | None]:
+    """Per video, the label head's (12,) log-probabilities for this clip (None in given mode or
+    without a head)."""
+    head = model.visual.label_head if model.visual is not None else None
+    return [head(head.inputs(t.clip_patches, t.place)) if head is not None and s.cfg.mode == "generated" else None
+            for s, t in zip(states, batch.samples)]
+
+
 def _choose_labels(model: VideoNarrator, states: list[_VideoState], rows: list[_Row], K: int, cache,
-                   mask: torch.Tensor, next_pos: torch.Tensor, logits: torch.Tensor):
-    """Generated mode: each such video's most likely label line is fed as the start of its rows.
+                   mask: torch.Tensor, next_pos: torch.Tensor, logits: torch.Tensor,
+                   head: list[torch.Tensor | None]):
+    """Generated mode: each such video's best label line (:func:`candidate_scores`) is fed as the
+    start of its rows.
 
     Returns the logits, mask and next positions after the fed tokens (rows of
     given-mode videos are fed nothing and keep theirs); the rows' ids, text
@@ -496,9 +516,11 @@ def _choose_labels(model: VideoNarrator, states: list[_VideoState], rows: list[_
     for b, s in enumerate(states):
         line = []
         if s.cfg.mode == "generated":
-            conts = label_lines(tok, s.video.language, s.cfg.label_candidates or label_candidates())
+            candidates = s.cfg.label_candidates or label_candidates()
+            conts = label_lines(tok, s.video.language, candidates)
             scores = _score_continuations(hf, model, cache, mask, next_pos, logits, b * K, conts)
-            best = max(range(len(conts)), key=lambda c: sum(scores[c]))                  # ties: first candidate
+            total = candidate_scores(scores, candidates, head[b])
+            best = max(range(len(conts)), key=lambda c: total[c])                        # ties: first candidate
             line = conts[best]
             for k in range(K):
                 row = rows[b * K + k]
@@ -569,6 +591,7 @@ def _narrate_clip(model: VideoNarrator, states: list[_VideoState], i: int, cfg: 
                 visual.append(model.visual.clip_tokens(cur, prev, t.bucket))
                 s.frame_queries.append(cur)
         seqs = model.build_inputs_embeds(batch, with_target=False, visual=visual)       # B x (T_b, D)
+        head = _head_logprobs(model, states, batch)
 
     # R = B*K rows: each video's candidates side by side
     owner = [b for b in range(len(states)) for _ in range(K)]
@@ -597,7 +620,7 @@ def _narrate_clip(model: VideoNarrator, states: list[_VideoState], i: int, cfg: 
         rule = LengthRule(clip.window[0], clip.window[1], states[b].video.language, own.mode, own.length_control)
         rows.append(_Row(rule, gen))
     next_pos = pos[:, -1] + 1
-    logits, mask, next_pos = _choose_labels(model, states, rows, K, cache, mask, next_pos, logits)
+    logits, mask, next_pos = _choose_labels(model, states, rows, K, cache, mask, next_pos, logits, head)
     _decode(model, rows, logits, cache, mask, next_pos, cfg, newline_ids)
 
     for b, s in enumerate(states):

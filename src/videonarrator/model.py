@@ -29,6 +29,13 @@ Switches (the ablations): ``use_position`` False -> no clip-position embedding;
 tokens and no visual weights at all (the text-only baseline, same code path).
 Memory tokens get no clip-position embedding: they average several clips, so
 no single bucket describes them (the reference adds position to the current clip).
+
+Label head (``label_head``, not in the paper): in generated-storyline mode the clip's
+label is chosen by a linear classifier on the frozen tower's features (the clip's patch
+tokens averaged over its kept frames) and the clip's place in its video (first, middle,
+last), fitted on the training clips before training (:class:`LabelHead`).  The LLM then
+narrates after that label line.  The LLM's own label likelihood learnt only the labels'
+marginal on the default profile (README "The label head").
 """
 from __future__ import annotations
 
@@ -43,7 +50,8 @@ from torch import nn
 from .io import atomic_path, read_json, write_json
 from .llm import LoraSettings, load_llm, load_qformer
 from .prompt import ClipPrompt, PromptOptions
-from .schema import Video
+from .labels import LABELS
+from .schema import PLACES, Video
 
 
 # -- configuration ----------------------------------------------------------------
@@ -61,6 +69,7 @@ class VideoNarratorConfig:
     patch_pos_embed: bool             # learned (P, W) embedding on the patch tokens
     memory_frames: int                # M: earlier frames averaged into this many groups (reference: 1)
     story_clips: int | None           # earlier narrations kept in the prompt (None: all; an int bounds it)
+    label_head: bool                  # generated mode: the label from LabelHead, not the LLM's likelihood
     qformer_cross_attention_every: int = 2  # BLIP-2: cross-attention in every 2nd layer
     use_position: bool = True         # clip-position embedding (the ablations switch these off)
     position_text: bool = True        # "Clip i/n" and numbered story lines in the prompt
@@ -74,6 +83,7 @@ class VideoNarratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VideoNarratorConfig":
+        d = {"label_head": False, **d}   # narrators saved before the label head existed have none
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -101,6 +111,66 @@ def clip_bucket(video: Video, clip_index: int, num_buckets: int = 100) -> int:
     return position_bucket(clip.start, clip.end, video.duration, num_buckets)
 
 
+# -- label head ------------------------------------------------------------------------
+
+def fit_linear(x: torch.Tensor, y: torch.Tensor, classes: int, weight_decay: float = 1e-2, max_iter: int = 200
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression (L2, L-BFGS from zeros: deterministic) on standardised
+    features: (N, K) float, (N,) class ids -> mean (K,), std (K,), weight (K, C), bias (C,)."""
+    x = x.float()
+    mean, std = x.mean(dim=0), x.std(dim=0) + 1e-6
+    z = (x - mean) / std
+    w = torch.zeros(z.shape[1], classes, requires_grad=True)
+    b = torch.zeros(classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(z @ w + b, y) + weight_decay * (w ** 2).sum()
+        loss.backward()
+        return loss
+    with torch.enable_grad():
+        opt.step(closure)
+    return mean, std, w.detach(), b.detach()
+
+
+class LabelHead(nn.Module):
+    """The clip's script label from its frozen features and its place: logistic regression fitted
+    on the training clips (:meth:`fit`), kept as buffers (saved with the model, never trained by the
+    optimiser, so it cannot pull the Q-Former away from what the narration needs)."""
+
+    def __init__(self, num_patches: int, width: int):
+        super().__init__()
+        K, C = num_patches * width + len(PLACES), len(LABELS)
+        self.register_buffer("mean", torch.zeros(K))
+        self.register_buffer("std", torch.ones(K))
+        self.register_buffer("weight", torch.zeros(K, C))
+        self.register_buffer("bias", torch.zeros(C))
+
+    @staticmethod
+    def inputs(clip_patches: torch.Tensor, place: int) -> torch.Tensor:
+        """(F, P, W) kept frames and the place index (schema.PLACES) -> (P*W + 3,)."""
+        onehot = torch.zeros(len(PLACES), device=clip_patches.device)
+        onehot[place] = 1.0
+        return torch.cat([clip_patches.float().mean(dim=0).flatten(), onehot])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., K) inputs -> (..., 12) log-probabilities of the labels (order of labels.LABELS)."""
+        return torch.log_softmax((x.float() - self.mean) / self.std @ self.weight + self.bias, dim=-1)
+
+    def fit(self, samples: list["ClipSample"]) -> int:
+        """Fit on the single-label samples (their ``label_ids``); returns how many were used."""
+        used = [s for s in samples if len(s.label_ids) == 1]
+        if not used:
+            raise ValueError("the label head has no single-label training clip to fit on; set "
+                             "model.label_head: false for data without labels")
+        x = torch.stack([self.inputs(s.clip_patches.cpu(), s.place) for s in used])
+        y = torch.tensor([s.label_ids[0] for s in used])
+        for buf, value in zip((self.mean, self.std, self.weight, self.bias), fit_linear(x, y, len(LABELS))):
+            buf.copy_(value)
+        return len(used)
+
+
 # -- visual side -----------------------------------------------------------------------
 
 class VisualEncoder(nn.Module):
@@ -124,6 +194,7 @@ class VisualEncoder(nn.Module):
         if self.clip_pos is not None:
             nn.init.normal_(self.clip_pos.weight, std=0.02)
         self.projector = nn.Linear(H, cfg.llm_dim)
+        self.label_head = LabelHead(P, W) if cfg.label_head else None
 
     def encode_frames(self, patches: torch.Tensor) -> torch.Tensor:
         """(F, P, W) patch tokens -> (F, Q, H) query outputs, each frame on its own."""
@@ -224,6 +295,8 @@ class ClipSample:
     video: str = ""                 # the clip's video: training packs the clips of one video ("": alone)
     label_tokens: int = 0           # leading target tokens that are the label line (generated mode)
     fact_tokens: tuple[int, ...] = ()   # target tokens inside a visible fact's words (synthetic truth)
+    place: int = 0                  # the clip's place in its video (index into schema.PLACES)
+    label_ids: tuple[int, ...] = ()     # the clip's true labels (indices into labels.LABELS; with the target only)
 
 
 @dataclass
@@ -255,9 +328,11 @@ def tokens_in_spans(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple
 
 def encode_sample(tokenizer, prompt: ClipPrompt, clip_patches: torch.Tensor,
                   earlier_patches: torch.Tensor | None, bucket: int, with_target: bool = True,
-                  video: str = "", fact_spans: list[tuple[int, int]] = ()) -> ClipSample:
+                  video: str = "", fact_spans: list[tuple[int, int]] = (), place: str = "first",
+                  labels: tuple[str, ...] = ()) -> ClipSample:
     """Tokenise a prompt's three parts (no special tokens; EOS appended to the target).
-    ``fact_spans``: (start, end) character spans of visible facts in ``prompt.target``."""
+    ``fact_spans``: (start, end) character spans of visible facts in ``prompt.target``;
+    ``place``: the clip's place (schema.PLACES); ``labels``: its true labels (kept with the target)."""
     if earlier_patches is None:
         earlier_patches = clip_patches[:0]
     target = torch.cat([_ids(tokenizer, prompt.target), torch.tensor([tokenizer.eos_token_id])]) \
@@ -269,8 +344,10 @@ def encode_sample(tokenizer, prompt: ClipPrompt, clip_patches: torch.Tensor,
         while label_tokens < min(len(line), len(target)) and line[label_tokens] == target[label_tokens]:
             label_tokens += 1
     facts = tokens_in_spans(tokenizer, prompt.target, list(fact_spans)) if with_target else ()
+    label_ids = tuple(LABELS.index(k) for k in labels) if with_target else ()
     return ClipSample(_ids(tokenizer, prompt.prefix), _ids(tokenizer, prompt.suffix), target,
-                      clip_patches, earlier_patches, int(bucket), video, label_tokens, facts)
+                      clip_patches, earlier_patches, int(bucket), video, label_tokens, facts,
+                      PLACES.index(place), label_ids)
 
 
 def target_weights(sample: ClipSample, label_weight: float, fact_weight: float) -> torch.Tensor:

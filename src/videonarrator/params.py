@@ -104,6 +104,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "lora_dropout": fraction(),
         "lora_targets": Spec((list, str), lambda v: v == "all-linear" or (isinstance(v, list) and v and all(isinstance(x, str) for x in v)),
                              "a list of module names or 'all-linear'"),
+        "label_head": boolean(),
     },
     "train": {
         "seed": Spec(int, lambda v: v >= 0, "an integer >= 0 (the training; common.data_seed is the dataset's)"),

@@ -41,9 +41,9 @@ from . import intervals as I
 from .data.synthetic import PROPS, VISUAL_VOCAB, stated_fact_spans
 from .dataset import VisualInputs, clip_sample, visual_inputs
 from .labels import LABELS
-from .model import VideoNarrator, collate
+from .model import VideoNarrator, collate, fit_linear
 from .progress import progress_bar
-from .schema import Video
+from .schema import PLACES, Video, clip_place
 
 KINDS = tuple(VISUAL_VOCAB)
 # what the feature probe names: the visible values, and the label's prop ("none": a clip without one)
@@ -124,22 +124,9 @@ def clip_features(visual: VisualInputs) -> torch.Tensor:
     return torch.stack([c.float().mean(dim=0).flatten() for c in visual.clips])
 
 
-def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, classes: int, weight_decay: float = 1e-2,
-                 max_iter: int = 200) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Multinomial logistic regression (L2, L-BFGS) on standardised features; returns the predictor."""
-    mean, std = train_x.mean(dim=0), train_x.std(dim=0) + 1e-6
-    x = (train_x - mean) / std
-    w = torch.zeros(x.shape[1], classes, requires_grad=True)
-    b = torch.zeros(classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ w + b, train_y) + weight_decay * (w ** 2).sum()
-        loss.backward()
-        return loss
-    opt.step(closure)
-    w, b = w.detach(), b.detach()
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, classes: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Multinomial logistic regression (:func:`model.fit_linear`); returns the predictor."""
+    mean, std, w, b = fit_linear(train_x, train_y, classes)
     return lambda z: ((z - mean) / std @ w + b).argmax(dim=1)
 
 
@@ -230,14 +217,6 @@ def free_decoding(model: VideoNarrator, test: list[Video], own_visual: dict[str,
         report[f"{a} - {b}"] = I.paired_difference_ci(I.ratio(*per_video[a]), I.ratio(*per_video[b]),
                                                       len(test), n_boot, seed)
     return report
-
-
-PLACES = ("first", "middle", "last")
-
-
-def clip_place(video: Video, i: int) -> str:
-    """Where clip ``i`` sits in its video: the first clip, the last, or one in the middle."""
-    return "first" if i == 0 else "last" if i == len(video.clips) - 1 else "middle"
 
 
 def _at(video: Video, i: int, place: str | None) -> bool:

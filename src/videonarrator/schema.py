@@ -198,6 +198,14 @@ def load_dataset(path: str | Path) -> tuple[list[Video], dict[str, Any]]:
     return videos, doc.get("meta", {})
 
 
+PLACES = ("first", "middle", "last")
+
+
+def clip_place(video: Video, i: int) -> str:
+    """Where clip ``i`` sits in its video: the first clip, the last, or one in the middle."""
+    return "first" if i == 0 else "last" if i == len(video.clips) - 1 else "middle"
+
+
 def split_videos(videos: list[Video], split: str) -> list[Video]:
     return [v for v in videos if v.split == split]
 
