@@ -257,7 +257,7 @@ def label_choice(model: VideoNarrator, train: list[Video], test: list[Video],
                  own_visual: dict[str, VisualInputs] | None, gen, n_boot: int = I.N_BOOT, seed: int = 0,
                  progress: bool = True) -> dict:
     """Generated storyline after the reference story: the label set the narrator chooses (by
-    likelihood, the evaluation's own choice in ``generate``) for each test clip, split by the
+    likelihood or its label head, the evaluation's own choice in ``generate``) for each test clip, split by the
     clip's place in its video, beside the position prior and :func:`prop_place_prior` on the same clips.  A model can tie the
     prior overall by reading "Clip i/n" for the opening and closing clips only; the split shows
     whether it knows the middle ones.  Each rate with its count and interval; the paired
