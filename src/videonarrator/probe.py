@@ -41,7 +41,7 @@ from . import intervals as I
 from .data.synthetic import PROPS, VISUAL_VOCAB, stated_fact_spans
 from .dataset import VisualInputs, clip_sample, visual_inputs
 from .labels import LABELS
-from .model import VideoNarrator, collate, fit_linear
+from .model import LabelHead, VideoNarrator, collate, fit_linear
 from .progress import progress_bar
 from .schema import PLACES, Video, clip_place
 
@@ -165,14 +165,13 @@ def feature_probe(train: list[Video], test: list[Video], visual: dict[str, Visua
         hits = [int(part.sum()) for part in right.split(clips)]
         report[kind] = {**I.rate_ci(hits, clips, n_boot, seed), "chance": 1 / len(vocab)}
     if all(len(c.labels) == 1 for v in train + test for c in v.clips):
-        # the script label from the features and the clip's place: what a linear label head could reach
-        def place(videos):
-            return torch.tensor([[float(clip_place(v, i) == p) for p in PLACES] for v in videos
-                                 for i in range(len(v.clips))])
+        # the script label from exactly what the narrator's label head reads (model.LabelHead.inputs)
+        def head_inputs(videos):
+            return torch.stack([LabelHead.inputs(visual[v.id].clips[i], PLACES.index(clip_place(v, i)))
+                                for v in videos for i in range(len(v.clips))])
         y = torch.tensor([LABELS.index(c.labels[0]) for v in train for c in v.clips])
-        predict = linear_probe(torch.cat([train_x, place(train)], dim=1), y, len(LABELS))
-        right = predict(torch.cat([test_x, place(test)], dim=1)) == torch.tensor(
-            [LABELS.index(c.labels[0]) for v in test for c in v.clips])
+        predict = linear_probe(head_inputs(train), y, len(LABELS))
+        right = predict(head_inputs(test)) == torch.tensor([LABELS.index(c.labels[0]) for v in test for c in v.clips])
         hits = [int(part.sum()) for part in right.split(clips)]
         report["label (features + place)"] = {**I.rate_ci(hits, clips, n_boot, seed), "chance": 1 / len(LABELS)}
     return report
@@ -289,7 +288,7 @@ def label_table(report: dict) -> str:
              "|---|---|---|---|---|---|"]
     for place, row in report.items():
         cells = [f"{I.format_ci(row[r]['value'], row[r]['lo'], row[r]['hi'])} ({int(row[r]['k'])}/{int(row[r]['n'])})"
-                 if r in row else "" for r in ("model", "position_prior", "prop_place_prior")]
+                 for r in ("model", "position_prior", "prop_place_prior")]
         d = row["model_minus_prior"]
         top = ", ".join(f"{k} {n}" for k, n in list(row["chosen"].items())[:3])
         lines.append(f"| {place} | {cells[0]} | {cells[1]} | {d['value']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}] | "
