@@ -38,7 +38,11 @@ from . import intervals as I
 from .io import atomic_write_text, read_json, write_json
 
 STUDY_DIR = Path("reports/study")
-RATES = ("visual_attr_acc", "hallucination_rate", "label_acc", "sync_in_window", "sync_in_window_free")
+GROUPS = {"Visible facts": ("visual_attr_acc", "visual_attr_acc_colour", "visual_attr_acc_setting",
+                             "visual_attr_acc_shape", "visual_attr_acc_action"),
+          "Storyline, hallucinations, length": ("label_acc", "hallucination_rate", "sync_in_window",
+                                                "sync_in_window_free")}
+RATES = tuple(r for rates in GROUPS.values() for r in rates)
 
 
 def collect(seed: int, reports: str | Path = "reports", study_dir: str | Path = STUDY_DIR) -> Path:
@@ -107,10 +111,11 @@ def aggregate(runs: dict[int, dict], baseline: str = "text_only", n_boot: int = 
     return table
 
 
-def study_table(table: dict[str, dict[str, dict]], baseline: str = "text_only") -> str:
+def study_table(table: dict[str, dict[str, dict]], baseline: str = "text_only", rates=RATES) -> str:
     """Markdown: per system and rate ``mean ± sd [lo, hi] (n=…, k seeds)``; a second table of the
-    paired differences to ``baseline``."""
-    rates = [r for r in RATES if any(r in t for t in table.values())]
+    paired differences to ``baseline``.  Systems without any of ``rates`` are left out."""
+    rates = [r for r in rates if any(r in t for t in table.values())]
+    table = {system: t for system, t in table.items() if any(r in t for r in rates)}
     lines = ["| system | " + " | ".join(rates) + " |", "|---|" + "---|" * len(rates)]
     for system, t in table.items():
         cells = []
@@ -123,7 +128,7 @@ def study_table(table: dict[str, dict[str, dict]], baseline: str = "text_only") 
     lines += ["", f"Seed-mean minus `{baseline}`'s seed-mean on the same test videos (95 % interval over video "
                   "resamples):", "", "| system | " + " | ".join(rates) + " |", "|---|" + "---|" * len(rates)]
     for system, t in table.items():
-        if any("diff" in x for x in t.values()):
+        if any("diff" in t.get(r, {}) for r in rates):
             cells = [I.format_ci(t[r]["diff"], t[r]["diff_lo"], t[r]["diff_hi"], 3) if "diff" in t.get(r, {}) else ""
                      for r in rates]
             lines.append(f"| {system} | " + " | ".join(cells) + " |")
@@ -136,7 +141,8 @@ def write_study(study_dir: str | Path = STUDY_DIR, reports: str | Path = "report
     seeds = ", ".join(str(s) for s in runs)
     text = (f"# Seed study: train.seed in {{{seeds}}} on one dataset\n\n"
             "mean ± sd over seeds, [95 % interval of the seed-mean over test-video resamples], "
-            "(n = facts or clips of the test split, seeds)\n\n" + study_table(table))
+            "(n = facts or clips of the test split, seeds)\n\n"
+            + "\n".join(f"## {name}\n\n" + study_table(table, rates=rates) for name, rates in GROUPS.items()))
     write_json(Path(reports) / "study.json", table)
     atomic_write_text(Path(reports) / "study.md", text)
     return text
