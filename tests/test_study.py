@@ -41,6 +41,15 @@ def test_aggregate_mean_sd_interval_counts_and_difference(tmp_path):
     assert "| videonarrator |" in text and "(n=20, 3 seeds)" in text and "Seed-mean minus `text_only`" in text
     written = study.write_study(tmp_path / "study", tmp_path / "reports")
     assert (tmp_path / "reports/study.md").read_text() == written and "train.seed in {0, 1, 2}" in written
+    assert "## Corpus metrics" not in written          # the fake runs' metrics.json hold no corpus metric
+
+
+def test_corpus_metrics_per_seed_with_mean_and_sd(tmp_path):
+    runs = {s: {"metrics": {"videonarrator": {"CIDEr": c}, "text_only": {}}} for s, c in ((0, 1.0), (1, 0.8), (2, 0.9))}
+    text = study.corpus_table(runs)
+    assert "| videonarrator | 0.900 ± 0.100 (1.000, 0.800, 0.900) |  |  |" in text
+    assert "text_only" not in text
+    assert study.corpus_table({0: {"metrics": {"text_only": {}}}}) == ""
 
 
 def test_runs_of_another_dataset_or_missing_files_are_refused(tmp_path):

@@ -43,6 +43,7 @@ GROUPS = {"Visible facts": ("visual_attr_acc", "visual_attr_acc_colour", "visual
           "Storyline, hallucinations, length": ("label_acc", "hallucination_rate", "sync_in_window",
                                                 "sync_in_window_free")}
 RATES = tuple(r for rates in GROUPS.values() for r in rates)
+CORPUS = ("CIDEr", "BLEU-4", "ROUGE-L")   # corpus metrics: one figure per run, no per-video count
 
 
 def collect(seed: int, reports: str | Path = "reports", study_dir: str | Path = STUDY_DIR) -> Path:
@@ -135,6 +136,28 @@ def study_table(table: dict[str, dict[str, dict]], baseline: str = "text_only", 
     return "\n".join(lines) + "\n"
 
 
+def corpus_table(runs: dict[int, dict], metrics=CORPUS) -> str:
+    """Markdown: per system, each corpus metric's value in every seed and its mean ± sd (no
+    interval: these metrics have no per-video count to resample); '' when no run has any."""
+    systems = sorted({s for r in runs.values() for s, m in r["metrics"].items() if any(k in m for k in metrics)})
+    if not systems:
+        return ""
+    lines = ["| system | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for system in systems:
+        cells = []
+        for k in metrics:
+            values = [r["metrics"].get(system, {}).get(k) for r in runs.values()]
+            values = [v for v in values if v is not None]
+            if not values:
+                cells.append("")
+                continue
+            x = I.seed_summary(values)
+            sd = "" if math.isnan(x["sd"]) else f" ± {x['sd']:.3f}"
+            cells.append(f"{x['mean']:.3f}{sd} (" + ", ".join(f"{v:.3f}" for v in values) + ")")
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_study(study_dir: str | Path = STUDY_DIR, reports: str | Path = "reports") -> str:
     runs = load_runs(study_dir)
     table = aggregate(runs)
@@ -143,6 +166,10 @@ def write_study(study_dir: str | Path = STUDY_DIR, reports: str | Path = "report
             "mean ± sd over seeds, [95 % interval of the seed-mean over test-video resamples], "
             "(n = facts or clips of the test split, seeds)\n\n"
             + "\n".join(f"## {name}\n\n" + study_table(table, rates=rates) for name, rates in GROUPS.items()))
+    corpus = corpus_table(runs)
+    if corpus:
+        text += ("\n## Corpus metrics\n\nmean ± sd over seeds (each seed's value, in seed order); no "
+                 "interval: a corpus metric has no per-video count to resample\n\n" + corpus)
     write_json(Path(reports) / "study.json", table)
     atomic_write_text(Path(reports) / "study.md", text)
     return text
