@@ -29,16 +29,18 @@ def test_real_data_profile_runs_through_dvc(project, esync_path):
     assert stats["videos"] == 120 and stats["clips"] == 832
     assert stats["videos_per_split"] == {"train": 102, "val": 12, "test": 6}
     metrics = json.loads((project / "reports/esyncvidstory/metrics.json").read_text())
-    assert set(metrics) == {"text_only", "retrieval", "position_prior", "majority_label"}
+    assert set(metrics) == {"text_only", "retrieval", "position_prior", "majority_label", "place_prior"}
     for name in ("text_only", "retrieval"):
         assert {"BLEU-4", "ROUGE-L", "CIDEr", "sync_in_window", "length_error", "label_acc"} <= set(metrics[name])
-    assert {"label_acc", "label_n", "label_macro_f1"} <= set(metrics["majority_label"])
-    assert not {"BLEU-4", "CIDEr", "sync_in_window"} & set(metrics["majority_label"])   # labels only
+    for name in ("majority_label", "place_prior"):
+        assert {"label_acc", "label_n", "label_macro_f1"} <= set(metrics[name])
+        assert not {"BLEU-4", "CIDEr", "sync_in_window"} & set(metrics[name])   # labels only
     assert metrics["retrieval"]["sync_in_window"] > 0.5   # reference-length narrations from similar windows
     results = (project / "reports/esyncvidstory/results.md").read_text()
     rows = [line for line in results.splitlines() if line.startswith("| text_only |")]
     assert len(rows) == 2                                             # the plain table and the one with intervals
-    assert "| text_only - position_prior |" in results and "Per-label F1" in results
+    assert "| text_only - position_prior |" in results and "| text_only - place_prior |" in results
+    assert "Per-label F1" in results
     examples = (project / "reports/esyncvidstory/examples.md").read_text()
     assert examples.count("| best |") == 3 and examples.count("| worst |") == 3
     intervals = json.loads((project / "reports/esyncvidstory/intervals.json").read_text())

@@ -181,6 +181,13 @@ def test_label_report_counts_and_intervals_by_hand():
     assert report["systems"]["position_prior"]["label_acc"]["k"] == 2
     table = R.interval_tables(report)
     assert "| model | 0.400 [" in table and "(2/5)" in table and "| pain point | 2 |" in table
+    # several references: each labelling system against each of them
+    outputs["place_prior"] = Narrations(given={}, generated={v.id: [out("", ["product_trial"])] * len(v.clips)
+                                                              for v in test})
+    report = R.interval_report(outputs, test, n_boot=50, seed=0, references=("position_prior", "place_prior"))
+    assert set(report["differences"]) == {"model - position_prior", "place_prior - position_prior",
+                                          "model - place_prior", "position_prior - place_prior"}
+    assert "| model - place_prior |" in R.interval_tables(report)
 
 
 def test_caption_report_on_references_and_on_repeats():

@@ -82,3 +82,13 @@ def test_storyline_command_on_the_real_subset(esync_path, tmp_path):
     assert rows["position_prior"]["test"]["n"] == rows["place_prior"]["test"]["n"] > 0
     assert report["chosen"] in rows
     assert "best on val" in (tmp_path / "reports/probe_labels/esyncvidstory.md").read_text()
+
+
+def test_place_prior_narrations_are_a_label_only_row():
+    train = [video(f"tr{i}", PLACED) for i in range(3)]
+    test = [video("te", PLACED[:5] + PLACED[-1:], split="test")]
+    rows = S.place_prior_narrations(train, test)
+    assert rows.given == {}
+    assert [o.labels for o in rows.generated["te"]] == [["product_recommendation"]] + [["product_efficacy"]] * 4 + [
+        ["purchase_guidance"]]
+    assert all(o.text == "" for o in rows.generated["te"])

@@ -333,9 +333,9 @@ def narration_examples(test: list[Video], given: dict, n: int = 2) -> list[dict[
 
 
 def interval_report(outputs: dict[str, Any], test: list[Video], n_boot: int, seed: int,
-                    reference: str = "position_prior") -> dict[str, Any]:
-    """Every system's figures with intervals, and each labelling system's label_acc minus the
-    ``reference`` system's on the same resampled videos (``outputs``: {system: Narrations})."""
+                    references: tuple[str, ...] = ("position_prior",)) -> dict[str, Any]:
+    """Every system's figures with intervals, and each labelling system's label_acc minus each
+    ``references`` system's on the same resampled videos (``outputs``: {system: Narrations})."""
     from .intervals import LEVEL, paired_difference_ci, ratio
 
     systems: dict[str, Any] = {}
@@ -351,7 +351,7 @@ def interval_report(outputs: dict[str, Any], test: list[Video], n_boot: int, see
         return ratio([sum(set(c.labels) == p for c, p in zip(v.clips, _label_sets(n.generated[v.id])))
                       for v in test], clips)
     differences = {}
-    if reference in outputs and outputs[reference].generated:
+    for reference in (r for r in references if r in outputs and outputs[r].generated):
         for name, n in outputs.items():
             if name != reference and n.generated:
                 differences[f"{name} - {reference}"] = {

@@ -134,6 +134,16 @@ def predictors(train: list[Video], val: list[Video]) -> dict[str, tuple[str, Cal
     return out
 
 
+def place_prior_narrations(train: list[Video], test: list[Video]):
+    """``place_prior`` as a label-only row of the real-data evaluation (``evaluate.Narrations``):
+    each test clip gets the most frequent training label set at its place (first, middle, last)."""
+    from .evaluate import Narrations, _output
+
+    predict = count_prior(train, lambda v, i: clip_place(v, i))
+    return Narrations(given={}, generated={v.id: [_output("", list(labels), v, i) for i, labels in enumerate(predict(v))]
+                                           for v in test})
+
+
 def hits_per_video(videos: list[Video], predicted: Predictions) -> tuple[list[int], list[int]]:
     hits = [sum(_label_set(c.labels) == p for c, p in zip(v.clips, predicted[v.id])) for v in videos]
     return hits, [len(v.clips) for v in videos]
