@@ -42,6 +42,19 @@ def test_aggregate_mean_sd_interval_counts_and_difference(tmp_path):
     written = study.write_study(tmp_path / "study", tmp_path / "reports")
     assert (tmp_path / "reports/study.md").read_text() == written and "train.seed in {0, 1, 2}" in written
     assert "## Corpus metrics" not in written          # the fake runs' metrics.json hold no corpus metric
+    assert "| 0 | (training reports not collected) |" in written
+
+
+def test_training_reports_are_filed_and_shown_per_seed(tmp_path):
+    fake_run(tmp_path / "r", ["a"], {"text_only": {"label_acc": ([1], [1])}})
+    (tmp_path / "r/train_videonarrator.json").write_text(json.dumps(
+        {"system": "videonarrator", "precision": "fp32", "cpu_bf16_speedup": 0.6, "clips_per_s": 1.234,
+         "wall_s": 1500.4, "peak_rss_mb": 3700.2}))
+    study.collect(3, tmp_path / "r", tmp_path / "study")
+    assert (tmp_path / "study/seed_3/train_videonarrator.json").is_file()
+    runs = study.load_runs(tmp_path / "study")
+    assert runs[3]["train"]["videonarrator"]["precision"] == "fp32"
+    assert "| 3 | videonarrator | fp32 | 0.6 | 1.23 | 1500 | 3700 |" in study.runs_table(runs)
 
 
 def test_corpus_metrics_per_seed_with_mean_and_sd(tmp_path):

@@ -14,7 +14,9 @@ decoding samples), then reports per system and rate:
 
 Each run's evaluation writes ``reports/video_counts.json`` (per system and rate,
 the hits and counts of every test video); :func:`collect` files it with the
-run's ``metrics.json`` under ``reports/study/seed_<n>/``.
+run's ``metrics.json`` and its training reports (precision, speed, memory: runs
+on different CPUs of this machine kind may train in bf16 or fp32) under
+``reports/study/seed_<n>/``.
 
 One command runs the whole study (``dvc exp run dvc.yaml`` per seed, then the table)::
 
@@ -44,10 +46,11 @@ GROUPS = {"Visible facts": ("visual_attr_acc", "visual_attr_acc_colour", "visual
                                                 "sync_in_window_free")}
 RATES = tuple(r for rates in GROUPS.values() for r in rates)
 CORPUS = ("CIDEr", "BLEU-4", "ROUGE-L")   # corpus metrics: one figure per run, no per-video count
+TRAIN_REPORTS = ("train_videonarrator.json", "train_text_only.json")   # filed when the run has them
 
 
 def collect(seed: int, reports: str | Path = "reports", study_dir: str | Path = STUDY_DIR) -> Path:
-    """Copy one finished run's metrics.json and video_counts.json to ``study_dir/seed_<seed>/``."""
+    """Copy one finished run's metrics.json, video_counts.json and training reports to ``study_dir/seed_<seed>/``."""
     reports, dest = Path(reports), Path(study_dir) / f"seed_{seed}"
     files = [reports / "metrics.json", reports / "video_counts.json"]
     missing = [str(f) for f in files if not f.is_file()]
@@ -55,18 +58,20 @@ def collect(seed: int, reports: str | Path = "reports", study_dir: str | Path = 
         raise FileNotFoundError(f"seed {seed}: {', '.join(missing)} missing; run the evaluate stage "
                                 f"(dvc repro) before collecting the run")
     dest.mkdir(parents=True, exist_ok=True)
-    for f in files:
+    for f in files + [reports / name for name in TRAIN_REPORTS if (reports / name).is_file()]:
         shutil.copy2(f, dest / f.name)
     return dest
 
 
 def load_runs(study_dir: str | Path = STUDY_DIR) -> dict[int, dict]:
-    """seed -> {"metrics": ..., "counts": ...} for every collected run, checked to share one test split."""
+    """seed -> {"metrics": ..., "counts": ..., "train": {system: report}} for every collected run,
+    checked to share one test split (``train`` is empty for a run filed without its training reports)."""
     runs = {}
     for d in sorted(Path(study_dir).glob("seed_*")):
         seed = int(d.name.removeprefix("seed_"))
         fix = "collect the run again (python -m videonarrator.study collect --seed N)"
-        runs[seed] = {"metrics": read_json(d / "metrics.json", fix), "counts": read_json(d / "video_counts.json", fix)}
+        runs[seed] = {"metrics": read_json(d / "metrics.json", fix), "counts": read_json(d / "video_counts.json", fix),
+                      "train": {r["system"]: r for r in (read_json(f, fix) for f in sorted(d.glob("train_*.json")))}}
     if not runs:
         raise FileNotFoundError(f"no runs under {study_dir}; run `python -m videonarrator.study run --seeds 0 1 2 3 4`")
     splits = {tuple(r["counts"]["videos"]) for r in runs.values()}
@@ -158,6 +163,22 @@ def corpus_table(runs: dict[int, dict], metrics=CORPUS) -> str:
     return "\n".join(lines) + "\n"
 
 
+def runs_table(runs: dict[int, dict]) -> str:
+    """Markdown: per seed and trained system, how it trained (precision, speed, memory), so that a
+    reader sees when the seeds ran on different CPUs; a seed filed without training reports says so."""
+    lines = ["| seed | system | precision | bf16 matmul speedup | clips/s | training s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|"]
+    for seed, run in runs.items():
+        if not run["train"]:
+            lines.append(f"| {seed} | (training reports not collected) | | | | | |")
+        for system, r in run["train"].items():
+            speedup = r.get("cpu_bf16_speedup")
+            lines.append(f"| {seed} | {system} | {r.get('precision', '')} | {'' if speedup is None else speedup} | "
+                         f"{r.get('clips_per_s', math.nan):.2f} | {r.get('wall_s', math.nan):.0f} | "
+                         f"{r.get('peak_rss_mb', math.nan):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_study(study_dir: str | Path = STUDY_DIR, reports: str | Path = "reports") -> str:
     runs = load_runs(study_dir)
     table = aggregate(runs)
@@ -170,6 +191,7 @@ def write_study(study_dir: str | Path = STUDY_DIR, reports: str | Path = "report
     if corpus:
         text += ("\n## Corpus metrics\n\nmean ± sd over seeds (each seed's value, in seed order); no "
                  "interval: a corpus metric has no per-video count to resample\n\n" + corpus)
+    text += "\n## Runs\n\nhow each seed's trained systems trained (from their training reports)\n\n" + runs_table(runs)
     write_json(Path(reports) / "study.json", table)
     atomic_write_text(Path(reports) / "study.md", text)
     return text
