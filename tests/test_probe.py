@@ -105,6 +105,9 @@ def test_free_decoding_compares_own_and_reference_story_and_the_frames(model, mo
     facts = 2 * (4 + 3)
     assert report["reference story"]["value"] == 1.0 and report["reference story"]["n"] == facts
     assert report["own story"]["value"] == 0.0 and report["reference story, shuffled frames"]["k"] == 0
+    kinds = {k.split(": ")[1] for k in report if ": " in k}
+    assert kinds and all(report[f"reference story: {kind}"]["value"] == 1.0 for kind in kinds)
+    assert sum(report[f"own story: {kind}"]["n"] for kind in kinds) == facts
     assert report["reference story - own story"]["value"] == 1.0
     assert report["reference story - reference story, shuffled frames"]["value"] == 1.0
     assert "| reference story | 1.00 [1.00, 1.00] (14/14) |" in decoding_table(report)

@@ -198,7 +198,8 @@ def free_decoding(model: VideoNarrator, test: list[Video], own_visual: dict[str,
     (each clip is still written freely, after the data's earlier narrations), the latter also with
     shuffled frames. Own vs reference story measures what the model's own earlier words cost;
     reference story with own vs shuffled frames measures what it reads off the frames when its
-    context is right. Each rate with its count and interval; the two paired differences."""
+    context is right. Each rate with its count and interval; the two paired differences; each
+    run's rate per fact kind (``"<run>: <kind>"``)."""
     from .evaluate import Narrations, shuffled_visual, video_counts
     from .generate import narrate_videos
 
@@ -206,15 +207,20 @@ def free_decoding(model: VideoNarrator, test: list[Video], own_visual: dict[str,
     # video_counts scores visible facts only when given the knowledge vocabulary (it also counts
     # hallucinations, unused here): the test videos' items
     items = [it for v in test for its in v.product.knowledge.values() for it in its]
-    per_video = {}
+    per_video, by_kind = {}, {}
     for name, (story, shown) in DECODING_RUNS.items():
         cfg = replace(gen, mode="given", story=story)
         given = narrate_videos(model, test, frames[shown], cfg, progress)
-        per_video[name] = video_counts(Narrations(given=given, generated={}), test, items)["visual_attr_acc"]
+        counts = video_counts(Narrations(given=given, generated={}), test, items)
+        per_video[name] = counts["visual_attr_acc"]
+        for rate, kind_counts in counts.items():   # visual_attr_acc_<kind>: a model may read one kind only
+            if rate.startswith("visual_attr_acc_"):
+                by_kind[f"{name}: {rate.removeprefix('visual_attr_acc_')}"] = kind_counts
     report = {name: I.rate_ci(*counts, n_boot, seed) for name, counts in per_video.items()}
     for a, b in (("reference story", "own story"), ("reference story", "reference story, shuffled frames")):
         report[f"{a} - {b}"] = I.paired_difference_ci(I.ratio(*per_video[a]), I.ratio(*per_video[b]),
                                                       len(test), n_boot, seed)
+    report.update({name: I.rate_ci(*counts, n_boot, seed) for name, counts in by_kind.items()})
     return report
 
 
