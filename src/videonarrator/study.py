@@ -46,7 +46,6 @@ GROUPS = {"Visible facts": ("visual_attr_acc", "visual_attr_acc_colour", "visual
                                                 "sync_in_window_free")}
 RATES = tuple(r for rates in GROUPS.values() for r in rates)
 CORPUS = ("CIDEr", "BLEU-4", "ROUGE-L")   # corpus metrics: one figure per run, no per-video count
-TRAIN_REPORTS = ("train_videonarrator.json", "train_text_only.json")   # filed when the run has them
 
 
 def collect(seed: int, reports: str | Path = "reports", study_dir: str | Path = STUDY_DIR) -> Path:
@@ -58,7 +57,7 @@ def collect(seed: int, reports: str | Path = "reports", study_dir: str | Path = 
         raise FileNotFoundError(f"seed {seed}: {', '.join(missing)} missing; run the evaluate stage "
                                 f"(dvc repro) before collecting the run")
     dest.mkdir(parents=True, exist_ok=True)
-    for f in files + [reports / name for name in TRAIN_REPORTS if (reports / name).is_file()]:
+    for f in files + sorted(reports.glob("train_*.json")):   # one training report per trained system
         shutil.copy2(f, dest / f.name)
     return dest
 
