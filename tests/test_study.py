@@ -55,6 +55,8 @@ def test_training_reports_are_filed_and_shown_per_seed(tmp_path):
     runs = study.load_runs(tmp_path / "study")
     assert runs[3]["train"]["videonarrator"]["precision"] == "fp32"
     assert "| 3 | videonarrator | fp32 | 0.6 | 1.23 | 1500 | 3700 |" in study.runs_table(runs)
+    runs[3]["train"]["videonarrator"]["cpu_bf16_speedup"] = 0.0     # train.cpu_bf16_speedup: no native bf16
+    assert "| 3 | videonarrator | fp32 | no native bf16 | 1.23 |" in study.runs_table(runs)
 
 
 def test_corpus_metrics_per_seed_with_mean_and_sd(tmp_path):

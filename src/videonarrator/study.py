@@ -171,8 +171,9 @@ def runs_table(runs: dict[int, dict]) -> str:
         if not run["train"]:
             lines.append(f"| {seed} | (training reports not collected) | | | | | |")
         for system, r in run["train"].items():
-            speedup = r.get("cpu_bf16_speedup")
-            lines.append(f"| {seed} | {system} | {r.get('precision', '')} | {'' if speedup is None else speedup} | "
+            speedup = r.get("cpu_bf16_speedup")   # 0: the CPU has no native bf16 (train.cpu_bf16_speedup)
+            speedup = "" if speedup is None else "no native bf16" if speedup == 0 else speedup
+            lines.append(f"| {seed} | {system} | {r.get('precision', '')} | {speedup} | "
                          f"{r.get('clips_per_s', math.nan):.2f} | {r.get('wall_s', math.nan):.0f} | "
                          f"{r.get('peak_rss_mb', math.nan):.0f} |")
     return "\n".join(lines) + "\n"
