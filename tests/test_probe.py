@@ -69,6 +69,33 @@ def test_choices_count_what_the_scores_prefer(model, monkeypatch):
     assert counts["setting"] == [(0, 1), (0, 1)]
 
 
+def test_caption_choice_scores_every_kind_of_each_captioned_clip(model, monkeypatch):
+    """The caption side: every kind of each clip that has a caption (clips 0 and 1; clip 2's truth
+    lacks action and setting), after the frames alone; a scorer preferring 'blue' is right on the
+    blue clips' colour only."""
+    from videonarrator.probe import caption_versions
+
+    kind, value, versions = caption_versions(VIDEOS[0], 1)[0]
+    assert (kind, value, versions["blue"]) == ("colour", "blue", "blue triangular, with sparkles, in a studio")
+    assert caption_versions(VIDEOS[0], 2) == []
+    seen = []
+
+    def says_blue(batch):
+        texts = [model.tokenizer.decode(s.target_ids) for s in batch.samples]
+        seen.extend(texts)
+        return torch.tensor([1.0 if "blue" in t else 0.0 for t in texts])
+    monkeypatch.setattr(model, "target_logprobs", says_blue)
+    own = {v.id: visual(k) for k, v in enumerate(VIDEOS)}
+    counts = choices(model, VIDEOS, own, progress=False, target="caption")
+    assert counts["colour"] == [(1, 2), (0, 2)]        # a: red, blue; b: green, red
+    assert counts["shape"] == counts["action"] == counts["setting"] == [(0, 2), (0, 2)]
+    assert not any("Lumo lamp" in t or "never flickers" in t for t in seen)   # the target is the caption only
+    report = probe(model, VIDEOS, own, n_boot=10, progress=False, target="caption")
+    assert report["all"]["own"]["n"] == report["all"]["shuffled"]["n"] == 2 * 2 * 4
+    with pytest.raises(ValueError, match="frames only"):
+        choices(model, VIDEOS, None, progress=False, target="caption")
+
+
 def test_probe_report_has_counts_intervals_chance_and_the_control(model):
     own = {v.id: visual(k) for k, v in enumerate(VIDEOS)}
     report = probe(model, VIDEOS, own, n_boot=20, progress=False)

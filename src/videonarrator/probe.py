@@ -23,6 +23,12 @@ it reads off the frames when its context is right are measured apart
 chooses in generated mode after the reference story, split by the clip's place in its video
 (first, middle, last clip), beside the position prior (``reports/probe_<system>_labels.json``).
 
+``--side caption`` asks the visual path alone (``target="caption"`` of :func:`choices`): each test
+clip's caption, the caption warm-up's target ("red round, held in a hand, in the kitchen"), is
+scored with every value of each kind swapped in, after only the product line and the frames
+(``reports/probe_<system>_caption.json``).  Nothing but the frames can tell the values apart there,
+so a kind at chance with the own frames is one the Q-Former did not learn to pass on.
+
 ``--side features`` asks the same of the frozen vision tower, without a narrator
 (:func:`feature_probe`): a linear probe on the training clips' patch tokens names each test clip's
 colour, shape, action and setting (``reports/probe_features.json``). Where it is near 1 and the
@@ -38,10 +44,11 @@ from pathlib import Path
 import torch
 
 from . import intervals as I
-from .data.synthetic import PROPS, VISUAL_VOCAB, stated_fact_spans
+from .data.synthetic import PROPS, VISUAL_VOCAB, clip_caption, stated_fact_spans
 from .dataset import VisualInputs, clip_sample, visual_inputs
 from .labels import LABELS
-from .model import LabelHead, VideoNarrator, collate, fit_linear
+from .model import LabelHead, VideoNarrator, clip_bucket, collate, encode_sample, fit_linear
+from .prompt import build_caption_prompt
 from .progress import progress_bar
 from .schema import PLACES, Video, clip_place
 
@@ -58,24 +65,50 @@ def fact_versions(video: Video, i: int) -> list[tuple[str, str, dict[str, str]]]
             for kind, value, start, end in stated_fact_spans(video.clips[i])]
 
 
+def caption_versions(video: Video, i: int) -> list[tuple[str, str, dict[str, str]]]:
+    """(kind, true value, {value: the caption with that value}) for each of the four kinds of clip
+    ``i``'s caption (``synthetic.clip_caption``, the warm-up's target); [] for a clip without one."""
+    truth = video.clips[i].truth or {}
+    if clip_caption(video.clips[i]) is None:
+        return []
+    return [(kind, truth[kind], {alt: clip_caption(replace(video.clips[i], truth={**truth, kind: alt}))
+                                 for alt in VISUAL_VOCAB[kind]}) for kind in KINDS]
+
+
+def _narration_sample(model: VideoNarrator, video: Video, i: int, vis: VisualInputs | None, text: str):
+    """Clip ``i``'s given-storyline sample with ``text`` as its narration (reference story before it)."""
+    clips = list(video.clips)
+    clips[i] = replace(clips[i], narration=text)
+    return clip_sample(model.tokenizer, replace(video, clips=clips), i, vis, "given",
+                       num_buckets=model.cfg.num_position_buckets, story_clips=model.cfg.story_clips,
+                       options=model.prompt_options)
+
+
+def _caption_sample(model: VideoNarrator, video: Video, i: int, vis: VisualInputs, text: str):
+    """Clip ``i``'s caption warm-up sample (as ``dataset.caption_samples`` builds it) with ``text``."""
+    prompt = build_caption_prompt(video, text, options=model.prompt_options)
+    return encode_sample(model.tokenizer, prompt, vis.clips[i], None,
+                         clip_bucket(video, i, model.cfg.num_position_buckets), True, video.id)
+
+
 @torch.no_grad()
 def choices(model: VideoNarrator, videos: list[Video], visual: dict[str, VisualInputs] | None,
-            progress: bool = True) -> dict[str, list[tuple[int, int]]]:
-    """Per kind, per video: (facts chosen right, facts) under ``visual`` (None: a text-only model)."""
+            progress: bool = True, target: str = "narration") -> dict[str, list[tuple[int, int]]]:
+    """Per kind, per video: (facts chosen right, facts) under ``visual`` (None: a text-only model).
+    ``target``: "narration" (the reference narration's stated facts, after the reference story) or
+    "caption" (every kind of the clip's caption, after only the product line and the frames)."""
+    if target == "caption" and visual is None:
+        raise ValueError("the caption choice reads frames only; a text-only model has none")
+    versions_of, sample_of = {"narration": (fact_versions, _narration_sample),
+                              "caption": (caption_versions, _caption_sample)}[target]
     device = next(model.parameters()).device
     out = {kind: [[0, 0] for _ in videos] for kind in KINDS}
     for v_idx, video in enumerate(progress_bar(videos, desc="forced choice", unit="video", disable=not progress)):
         vis = visual[video.id] if visual is not None else None
         for i in range(len(video.clips)):
-            for kind, value, versions in fact_versions(video, i):
+            for kind, value, versions in versions_of(video, i):
                 names = list(versions)
-                samples = []
-                for alt in names:
-                    clips = list(video.clips)
-                    clips[i] = replace(clips[i], narration=versions[alt])
-                    samples.append(clip_sample(model.tokenizer, replace(video, clips=clips), i, vis, "given",
-                                               num_buckets=model.cfg.num_position_buckets,
-                                               story_clips=model.cfg.story_clips, options=model.prompt_options))
+                samples = [sample_of(model, video, i, vis, versions[alt]) for alt in names]
                 scores = model.target_logprobs(collate(samples).to(device))
                 out[kind][v_idx][0] += names[int(scores.argmax())] == value
                 out[kind][v_idx][1] += 1
@@ -90,19 +123,19 @@ def _per_video(counts: dict[str, list[tuple[int, int]]], kinds) -> tuple[list[in
 
 
 def probe(model: VideoNarrator, test: list[Video], own_visual: dict[str, VisualInputs] | None,
-          n_boot: int = I.N_BOOT, seed: int = 0, progress: bool = True) -> dict:
+          n_boot: int = I.N_BOOT, seed: int = 0, progress: bool = True, target: str = "narration") -> dict:
     """Forced-choice accuracy per kind and overall with the own frames (``own_visual``; None for a
     text-only model) and the shuffled control, each with its count and interval over test videos,
     their paired difference and the chance level (1 / the kind's number of values, averaged over
-    the facts)."""
+    the facts).  ``target``: what is scored (:func:`choices`)."""
     from .evaluate import shuffled_visual
 
     sees = model.visual is not None
     if sees and own_visual is None:
         raise ValueError("a model that sees needs the test videos' frames (own_visual)")
-    runs = {"own": choices(model, test, own_visual if sees else None, progress)}
+    runs = {"own": choices(model, test, own_visual if sees else None, progress, target)}
     if sees:
-        runs["shuffled"] = choices(model, test, shuffled_visual(test, own_visual), progress)
+        runs["shuffled"] = choices(model, test, shuffled_visual(test, own_visual), progress, target)
     report: dict = {}
     for name, kinds in [(k, (k,)) for k in KINDS] + [("all", KINDS)]:
         per_video = {run: _per_video(counts, kinds) for run, counts in runs.items()}
@@ -338,8 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--system", default="videonarrator")
     parser.add_argument("--root", default=".", help="project root: params.yaml, data/, models/, reports/")
     parser.add_argument("--n-boot", type=int, default=I.N_BOOT)
-    parser.add_argument("--side", choices=("forced", "decode", "features", "labels"), default="forced",
-                        help="forced: forced choice (reports/probe_<system>.json); decode: free decoding with "
+    parser.add_argument("--side", choices=("forced", "caption", "decode", "features", "labels"), default="forced",
+                        help="forced: forced choice (reports/probe_<system>.json); caption: forced choice of "
+                             "each test clip's caption values after the frames alone "
+                             "(reports/probe_<system>_caption.json); decode: free decoding with "
                              "the own and the reference story (reports/probe_<system>_decoding.json); labels: the "
                              "generated storyline's label choice by the clip's place in its video, against the "
                              "position prior (reports/probe_<system>_labels.json); features: "
@@ -371,9 +406,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.side == "labels":
         report = label_choice(model, train, test, own, gen, args.n_boot, settings.data_seed)
         path, shown = root / "reports" / f"probe_{args.system}_labels.json", label_table(report)
-    elif args.side == "forced":
-        report = probe(model, test, own, args.n_boot, settings.data_seed)
-        path, shown = root / "reports" / f"probe_{args.system}.json", table(report)
+    elif args.side in ("forced", "caption"):
+        if args.side == "caption" and own is None:
+            raise SystemExit(f"--side caption reads frames only: {args.system} does not use video")
+        target = "narration" if args.side == "forced" else "caption"
+        report = probe(model, test, own, args.n_boot, settings.data_seed, target=target)
+        name = f"probe_{args.system}.json" if args.side == "forced" else f"probe_{args.system}_caption.json"
+        path, shown = root / "reports" / name, table(report)
     else:
         if own is None:
             raise SystemExit(f"--side decode compares frames: {args.system} does not use video")
