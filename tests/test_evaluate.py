@@ -84,6 +84,40 @@ def test_a_wrong_colour_is_a_hallucination(tiny_prepared):
     assert m["visual_attr_acc_colour"] < 1.0 and m["stated_facts_n"] >= m["visual_attr_n"]
 
 
+def test_each_row_has_its_own_chance_from_the_facts_it_states(tiny_prepared):
+    from videonarrator.data.synthetic import VISUAL_VOCAB
+
+    train, test = split(tiny_prepared)
+    vocab = vocab_of(train + test)
+    facts = [(c, a) for v in test for c in v.clips for a in c.truth["stated"]]
+    expected = sum(1 / len(VISUAL_VOCAB[a]) for _, a in facts) / len(facts)
+    perfect = E.score_system(E.Narrations(reference_outputs(test), {}), test, "en", knowledge_vocab=vocab)
+    assert perfect["visual_attr_stated"] == 1.0 and perfect["visual_attr_chance"] == pytest.approx(expected)
+    assert perfect["visual_attr_above_chance"] == pytest.approx(1 - expected)
+    assert perfect["visual_attr_above_chance_lo"] > 0
+    # every visible value swapped for another of its kind: all facts stated, none right, chance unchanged
+    outs = reference_outputs(test)
+    for v in test:
+        for c in v.clips:
+            text = c.narration
+            for a in c.truth["stated"]:
+                other = next(x for x in VISUAL_VOCAB[a] if x != c.truth[a])
+                text = text.replace(c.truth[a], other)
+            outs[v.id][c.index] = ClipOutput(text=text, labels=c.labels, raw=text, length=1, in_window=True)
+    wrong = E.score_system(E.Narrations(outs, {}), test, "en", knowledge_vocab=vocab)
+    assert wrong["visual_attr_acc"] == 0.0 and wrong["visual_attr_chance"] == pytest.approx(expected)
+    assert wrong["visual_attr_above_chance_hi"] < 0
+    # stating nothing: no fact can be hit, so the row's own chance is 0 too
+    silent = {v.id: [ClipOutput(text="Buy it.", labels=c.labels, raw="", length=2, in_window=True) for c in v.clips]
+              for v in test}
+    nothing = E.score_system(E.Narrations(silent, {}), test, "en", knowledge_vocab=vocab)
+    assert nothing["visual_attr_stated"] == nothing["visual_attr_chance"] == nothing["visual_attr_above_chance"] == 0
+    d = E.paired_differences({"text_only": E.Narrations(silent, {}), "videonarrator": E.Narrations(outs, {})},
+                             test, vocab)
+    assert "visual_attr_acc_diff_text_only" in d["videonarrator"]
+    assert not any(k.startswith(("visual_attr_chance", "visual_attr_stated")) for k in d["videonarrator"])
+
+
 def test_results_table_has_a_row_per_system_and_says_how_each_was_obtained():
     table = E.results_table({"a": {"CIDEr": 1.0, "label_acc": 0.5}, "b": {"label_acc": 0.25}},
                             {"a": "the full model", "b": "a prior"})

@@ -234,6 +234,13 @@ def test_visual_attr_acc_hand_computed():
                            zh_vocab) == pytest.approx(1 / 2)
 
 
+def test_stated_kinds_are_the_fact_kinds_a_narration_names_right_or_wrong():
+    narrations = ["A red round bottle held in a hand.", "A green one.", "Nothing to see."]
+    facts = [{"colour": "red", "shape": "square"}, {"colour": "red", "action": "on a table"}, {"colour": "red"}]
+    assert metrics.stated_kinds(narrations, facts, VOCAB) == [{"colour", "shape"}, {"colour"}, set()]
+    assert metrics.stated_kinds(["Dark red."], [{"colour": "red"}], VOCAB) == [{"colour"}]   # "dark red" is a colour
+
+
 def test_visual_attr_acc_errors():
     with pytest.raises(ValueError, match=r"facts\[0\] has attribute 'size'"):
         visual_attr_acc(["x"], [{"size": "big"}], VOCAB)

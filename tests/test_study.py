@@ -45,6 +45,21 @@ def test_aggregate_mean_sd_interval_counts_and_difference(tmp_path):
     assert "| 0 | (training reports not collected) |" in written
 
 
+def test_each_rows_own_chance_is_pooled_without_a_difference_to_text_only(tmp_path):
+    videos, facts = ["a", "b", "c"], [4, 4, 4]
+    for seed, hits in {0: [4, 4, 3], 1: [3, 4, 4]}.items():
+        fake_run(tmp_path / f"r{seed}", videos, {
+            "videonarrator": {"visual_attr_acc": (hits, facts), "visual_attr_chance": ([1, 1, 1], facts)},
+            "text_only": {"visual_attr_acc": ([1, 1, 1], facts), "visual_attr_chance": ([1, 1, 1], facts)}})
+        study.collect(seed, tmp_path / f"r{seed}", tmp_path / "study")
+    table = study.aggregate(study.load_runs(tmp_path / "study"), n_boot=200)
+    above = table["videonarrator"][study.ABOVE_CHANCE]
+    assert above["mean"] == pytest.approx(11 / 12 - 3 / 12) and above["seeds"] == 2 and above["n"] == 12
+    assert above["lo"] > 0 and "diff" not in above and "diff" not in table["videonarrator"]["visual_attr_chance"]
+    assert table["text_only"][study.ABOVE_CHANCE]["mean"] == 0.0
+    assert "diff" in table["videonarrator"]["visual_attr_acc"]
+
+
 def test_training_reports_are_filed_and_shown_per_seed(tmp_path):
     fake_run(tmp_path / "r", ["a"], {"text_only": {"label_acc": ([1], [1])}})
     (tmp_path / "r/train_videonarrator.json").write_text(json.dumps(

@@ -331,8 +331,13 @@ def grounding_inputs(videos: list[Video], knowledge_vocab: list[str]):
 
 
 # rate -> the name of its count in metrics.json
-COUNTS = {"visual_attr_acc": "visual_attr_n", "hallucination_rate": "stated_facts_n", "label_acc": "label_n",
+COUNTS = {"visual_attr_acc": "visual_attr_n", "visual_attr_chance": "visual_attr_n",
+          "visual_attr_stated": "visual_attr_n", "hallucination_rate": "stated_facts_n", "label_acc": "label_n",
           "sync_in_window": "sync_n", "sync_in_window_free": "sync_free_n"}
+
+
+# Rates that describe a row against its own chance rather than what it achieves: not compared between rows.
+OWN_YARDSTICKS = ("visual_attr_chance", "visual_attr_stated")
 
 
 def _per_video(videos: list[Video], per_clip: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
@@ -365,10 +370,17 @@ def video_counts(n: Narrations, test: list[Video], knowledge_vocab: list[str] | 
         if knowledge_vocab is not None:
             facts, allowed, vocab = grounding_inputs(test, knowledge_vocab)
             hyps = [o.text for *_, o in rows]
-            hits = M.visual_attr_hits(hyps, facts, {a: vocab[a] for a in VISUAL_ATTRS})
+            visible = {a: vocab[a] for a in VISUAL_ATTRS}
+            hits = M.visual_attr_hits(hyps, facts, visible)
             out["visual_attr_acc"] = _per_video(test, [(sum(h.values()), len(h)) for h in hits])
             for a in VISUAL_ATTRS:
                 out[f"visual_attr_acc_{a}"] = _per_video(test, [(h.get(a, 0), int(a in h)) for h in hits])
+            # The row's own chance: each fact it states, guessed uniformly among its kind's values
+            # (what reading another clip's frames gives); a fact it leaves out scores 0 either way.
+            stated = M.stated_kinds(hyps, facts, visible)
+            out["visual_attr_chance"] = _per_video(test, [(sum(1 / len(visible[a]) for a in s), len(f))
+                                                          for s, f in zip(stated, facts)])
+            out["visual_attr_stated"] = _per_video(test, [(len(s), len(f)) for s, f in zip(stated, facts)])
             out["hallucination_rate"] = _per_video(test, M.hallucination_counts(hyps, allowed, vocab))
     if n.free:
         out["sync_in_window_free"] = _per_video(test, _in_window(_flat(test, n.free)))
@@ -427,7 +439,14 @@ def score_system(n: Narrations, test: list[Video], language: str, encoder=None, 
         rows = _flat(test, n.generated)
         pred, true = [o.labels or [] for *_, o in rows], [c.labels for _, _, c, _ in rows]
         out["label_macro_f1"] = M.label_macro_f1(pred, true)
-    return add_intervals(out, video_counts(n, test, knowledge_vocab), seed, n_boot)
+    counts = video_counts(n, test, knowledge_vocab)
+    out = add_intervals(out, counts, seed, n_boot)
+    if "visual_attr_chance" in counts:   # how far the row is above its own chance, on the same videos
+        d = I.paired_difference_ci(I.ratio(*counts["visual_attr_acc"]), I.ratio(*counts["visual_attr_chance"]),
+                                   len(test), n_boot, seed)
+        out["visual_attr_above_chance"] = d["value"]
+        out["visual_attr_above_chance_lo"], out["visual_attr_above_chance_hi"] = d["lo"], d["hi"]
+    return out
 
 
 def chance_metrics(test: list[Video], seed: int = 0, n_boot: int = I.N_BOOT) -> dict[str, float]:
@@ -463,7 +482,7 @@ def paired_differences(outputs: dict[str, Narrations], test: list[Video], knowle
             continue
         diffs = {}
         for rate, (hits, totals) in video_counts(n, test, knowledge_vocab).items():
-            if rate not in base or not sum(totals) or not sum(base[rate][1]):
+            if rate in OWN_YARDSTICKS or rate not in base or not sum(totals) or not sum(base[rate][1]):
                 continue
             d = I.paired_difference_ci(I.ratio(hits, totals), I.ratio(*base[rate]), len(test), n_boot, seed)
             key = f"{rate}_diff_{baseline}"
@@ -492,7 +511,7 @@ def narrations_to_json(n: Narrations) -> dict:
 
 COLUMNS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "sync_in_window", "length_error", "sync_in_window_free",
            "length_error_free", "spoken_fit", "spoken_overrun_s", "label_acc", "label_macro_f1", "visual_attr_acc",
-           "hallucination_rate", "info_sim", "info_diverse", "repetition", "emscore")
+           "visual_attr_chance", "visual_attr_above_chance", "visual_attr_stated", "hallucination_rate", "info_sim", "info_diverse", "repetition", "emscore")
 
 
 def _cell(m: dict[str, float], c: str) -> str:

@@ -417,6 +417,19 @@ def visual_attr_hits(narrations: Sequence[str], facts: Sequence[dict[str, str]],
     return out
 
 
+def stated_kinds(narrations: Sequence[str], facts: Sequence[dict[str, str]],
+                 vocab: dict[str, Sequence[str]]) -> list[set[str]]:
+    """Per clip, the fact attributes of which the narration names some value, right or wrong
+    (what a row's own chance level is built on: a guess can only hit a fact it states)."""
+    _check_aligned(narrations=narrations, facts=facts)
+    _check_vocab(vocab)
+    out = []
+    for text, clip_facts in zip(narrations, facts):
+        said = mentions(text, vocab)   # the spans visual_attr_hits sees with the same vocab
+        out.append({a for a in clip_facts if said.get(a)})
+    return out
+
+
 def visual_attr_acc(narrations: Sequence[str], facts: Sequence[dict[str, str]],
                     vocab: dict[str, Sequence[str]]) -> float:
     """Share of (clip, attribute) facts that the narration states correctly and unambiguously.

@@ -37,14 +37,18 @@ from pathlib import Path
 import numpy as np
 
 from . import intervals as I
+from .evaluate import OWN_YARDSTICKS
 from .io import atomic_write_text, read_json, write_json
 
 STUDY_DIR = Path("reports/study")
+ABOVE_CHANCE = "visual_attr_above_chance"   # visual_attr_acc minus the row's own visual_attr_chance
 GROUPS = {"Visible facts": ("visual_attr_acc", "visual_attr_acc_colour", "visual_attr_acc_setting",
                              "visual_attr_acc_shape", "visual_attr_acc_action"),
+          "Visible facts against each row's own chance": ("visual_attr_acc", "visual_attr_stated",
+                                                          "visual_attr_chance", ABOVE_CHANCE),
           "Storyline, hallucinations, length": ("label_acc", "hallucination_rate", "sync_in_window",
                                                 "sync_in_window_free")}
-RATES = tuple(r for rates in GROUPS.values() for r in rates)
+RATES = tuple(dict.fromkeys(r for rates in GROUPS.values() for r in rates))
 CORPUS = ("CIDEr", "BLEU-4", "ROUGE-L")   # corpus metrics: one figure per run, no per-video count
 
 
@@ -90,29 +94,40 @@ def _seed_mean(per_seed: list[tuple[np.ndarray, np.ndarray]]):
     return stat
 
 
+def _per_seed(runs: dict[int, dict], system: str, rate: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each run's (hits, counts) per test video of ``system``'s ``rate``, for the runs that have it."""
+    found = [r["counts"]["systems"][system][rate] for r in runs.values() if rate in r["counts"]["systems"].get(system, {})]
+    return [(np.asarray(x["hits"], float), np.asarray(x["counts"], float)) for x in found]
+
+
 def aggregate(runs: dict[int, dict], baseline: str = "text_only", n_boot: int = I.N_BOOT,
               seed: int = 0) -> dict[str, dict[str, dict]]:
-    """system -> rate -> {mean, sd, seeds, lo, hi, n[, diff, diff_lo, diff_hi]} over the collected seeds."""
+    """system -> rate -> {mean, sd, seeds, lo, hi, n[, diff, diff_lo, diff_hi]} over the collected seeds.
+    A row's own yardsticks (``evaluate.OWN_YARDSTICKS``) get no difference to ``baseline``; instead
+    ``visual_attr_above_chance`` is the row's visible facts minus its own chance, paired on the same videos."""
     n_videos = len(next(iter(runs.values()))["counts"]["videos"])
     systems = sorted({s for r in runs.values() for s in r["counts"]["systems"]})
     table: dict[str, dict[str, dict]] = {}
     for system in systems:
         for rate in RATES:
-            per_seed = [r["counts"]["systems"][system][rate] for r in runs.values()
-                        if rate in r["counts"]["systems"].get(system, {})]
-            per_seed = [(np.asarray(x["hits"], float), np.asarray(x["counts"], float)) for x in per_seed]
+            per_seed = _per_seed(runs, system, rate)
             if not per_seed or not per_seed[0][1].sum():
                 continue
             values = [h.sum() / c.sum() for h, c in per_seed]
             row = I.seed_summary(values)
             row["lo"], row["hi"] = I.bootstrap_ci(n_videos, _seed_mean(per_seed), n_boot, seed)
             row["n"] = int(per_seed[0][1].sum())
-            base = [r["counts"]["systems"].get(baseline, {}).get(rate) for r in runs.values()]
-            if system != baseline and all(base):
-                base_stat = _seed_mean([(np.asarray(b["hits"], float), np.asarray(b["counts"], float)) for b in base])
-                d = I.paired_difference_ci(_seed_mean(per_seed), base_stat, n_videos, n_boot, seed)
+            base = _per_seed(runs, baseline, rate)
+            if system != baseline and rate not in OWN_YARDSTICKS and len(base) == len(runs):
+                d = I.paired_difference_ci(_seed_mean(per_seed), _seed_mean(base), n_videos, n_boot, seed)
                 row["diff"], row["diff_lo"], row["diff_hi"] = d["value"], d["lo"], d["hi"]
             table.setdefault(system, {})[rate] = row
+        acc, chance = _per_seed(runs, system, "visual_attr_acc"), _per_seed(runs, system, "visual_attr_chance")
+        if chance and len(chance) == len(acc):
+            row = I.seed_summary([ha.sum() / ca.sum() - hc.sum() / cc.sum() for (ha, ca), (hc, cc) in zip(acc, chance)])
+            d = I.paired_difference_ci(_seed_mean(acc), _seed_mean(chance), n_videos, n_boot, seed)
+            row.update(lo=d["lo"], hi=d["hi"], n=int(acc[0][1].sum()))
+            table[system][ABOVE_CHANCE] = row
     return table
 
 
