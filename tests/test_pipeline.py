@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Every stage runs for real, on a dataset and budgets small enough for a test.
 TINY = {
     "prepare": {"n_videos": 4, "min_clips": 3, "max_clips": 4, "max_clip_s": 3},
-    "train": {"steps": 2, "caption_steps": 2, "batch_size": 2, "eval_every": 2, "eval_clips": 2, "checkpoint_every": 0},
+    "train": {"steps": 2, "caption_steps": 2, "qformer_steps": 5, "batch_size": 2, "eval_every": 2, "eval_clips": 2,
+              "checkpoint_every": 0},
     "evaluate": {"max_new_tokens": 16, "meteor": False},
     "visualize": {"videos": 1, "queries": 2},
 }

@@ -34,7 +34,7 @@ def project(tiny_prepared, tmp_path_factory):
     params["llm"]["path"] = "models/tiny_llm"
     params["model"].update(num_query_tokens=2, qformer_hidden=16, qformer_heads=2, lora_r=2)
     params["train"].update(steps=6, batch_size=4, eval_every=3, checkpoint_every=2, eval_clips=4,
-                           precision="fp32", warmup_steps=2, caption_steps=0)
+                           precision="fp32", warmup_steps=2, caption_steps=0, qformer_steps=0)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root, params
 
@@ -167,6 +167,25 @@ def test_a_caption_warm_up_run_resumes_exactly_and_text_only_skips_it(project, t
     assert all(torch.equal(a[k], b[k]) for k in a)
     text = train_system(params, "text_only", full, progress=False)
     assert text["caption_steps"] == 0 and text["steps"] == 6
+
+
+def test_stage_one_comes_before_the_llm_steps_and_a_resumed_run_skips_it(project, tmp_path):
+    full, params = copy_project(project, tmp_path / "full")
+    params = {**params, "train": {**params["train"], "qformer_steps": 20, "qformer_batch_size": 4}}
+    result = train_system(params, "videonarrator", full, progress=False)
+    stage1 = result["stage1"]
+    assert stage1["steps"] == 20 and set(stage1["val_acc"]) == {"colour", "shape", "action", "setting"}
+    assert [e["step"] for e in result["log"]] == list(range(1, 7))     # the LLM steps are unchanged in number
+    cut = copy_project(project, tmp_path / "cut")[0]
+    train_system(params, "videonarrator", cut, progress=False, stop_after=2)
+    resumed = train_system(params, "videonarrator", cut, progress=False)   # from the checkpoint: no second stage 1
+    assert resumed["stage1"]["train_acc"] == stage1["train_acc"]
+    a, b = saved_weights(full), saved_weights(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plain = copy_project(project, tmp_path / "plain")[0]
+    train_system({**params, "train": {**params["train"], "qformer_steps": 0}}, "videonarrator", plain, progress=False)
+    assert not torch.equal(saved_weights(plain)["visual.projector.weight"], a["visual.projector.weight"])
+    assert train_system(params, "text_only", full, progress=False)["stage1"] is None   # no frames, no stage 1
 
 
 def test_text_only_system_trains_without_visual_weights(project, tmp_path):

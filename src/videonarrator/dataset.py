@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from .compression import compress_frames
-from .data.synthetic import clip_caption, stated_fact_spans
+from .data.synthetic import VISUAL_ATTRS, VISUAL_VOCAB, clip_caption, clip_values, stated_fact_spans
 from .features import load_video_features
 from .model import ClipSample, clip_bucket, encode_sample
+from .pretrain import ClipValues
 from .prompt import PromptOptions, build_caption_prompt, build_clip_prompt
 from .schema import Video, clip_place
 
@@ -96,10 +97,32 @@ def caption_samples(tokenizer, videos: list[Video], features_dir: str | Path, ta
         if not any(captions):
             continue
         visual = visual_inputs(video, features_dir, tau)
-        for i, caption in enumerate(captions):
-            if caption is None:
-                continue
-            prompt = build_caption_prompt(video, caption, options=options)
-            samples.append(encode_sample(tokenizer, prompt, visual.clips[i], None, clip_bucket(video, i, num_buckets),
-                                         True, video.id, [(prompt.narration_at, len(prompt.target))]))
+        samples += [caption_sample(tokenizer, video, i, visual, caption, num_buckets, options)
+                    for i, caption in enumerate(captions) if caption is not None]
     return samples
+
+
+def caption_sample(tokenizer, video: Video, i: int, visual: VisualInputs, caption: str, num_buckets: int = 100,
+                   options: PromptOptions | None = None) -> ClipSample:
+    """Clip ``i``'s caption sample: the product line, its own kept frames (no memory) and ``caption``
+    as the target, every caption word weighted as a visible fact's."""
+    prompt = build_caption_prompt(video, caption, options=options)
+    return encode_sample(tokenizer, prompt, visual.clips[i], None, clip_bucket(video, i, num_buckets), True,
+                         video.id, [(prompt.narration_at, len(prompt.target))])
+
+
+def value_targets(videos: list[Video], features_dir: str | Path, tau: float) -> ClipValues:
+    """Stage 1's data (:mod:`videonarrator.pretrain`): the kept frames and visible values of every
+    clip that has them (``synthetic.clip_values``; real data has none, so none of its clips counts)."""
+    frames, values = [], []
+    for video in videos:
+        truth = [clip_values(c) for c in video.clips]
+        if not any(truth):
+            continue
+        visual = visual_inputs(video, features_dir, tau)
+        for i, v in enumerate(truth):
+            if v is not None:
+                frames.append(visual.clips[i])
+                values.append(v)
+    return ClipValues(frames, torch.tensor(values, dtype=torch.long).reshape(len(values), len(VISUAL_ATTRS)),
+                      VISUAL_ATTRS, tuple(tuple(VISUAL_VOCAB[k]) for k in VISUAL_ATTRS))

@@ -580,6 +580,11 @@ class VideoNarrator(nn.Module):
         """(L,) token ids -> (L, D) input embeddings."""
         return self._hf().get_input_embeddings()(ids)
 
+    def embed_text(self, text: str) -> torch.Tensor:
+        """(L, D) input embeddings of ``text`` as it stands inside a sentence (after a space)."""
+        device = self._hf().get_input_embeddings().weight.device
+        return self.embed_tokens(_ids(self.tokenizer, " " + text.strip()).to(device))
+
     def build_inputs_embeds(self, batch: ClipBatch, with_target: bool = True,
                             visual: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Per-sample embedding sequences [prefix][visual][suffix](+[target]), each (L_b, D).

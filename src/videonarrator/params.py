@@ -125,6 +125,9 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "label_weight": positive_number(),
         "fact_weight": positive_number(),
         "caption_steps": Spec(int, lambda v: v >= 0, "an integer >= 0 (0: no caption warm-up)"),
+        "qformer_steps": Spec(int, lambda v: v >= 0, "an integer >= 0 (0: no stage-1 Q-Former training)"),
+        "qformer_lr": positive_number(),
+        "qformer_batch_size": positive_int(),
     },
     "evaluate": {
         "temperature": Spec((int, float), lambda v: v >= 0, "a number >= 0 (0: greedy)"),

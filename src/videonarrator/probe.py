@@ -45,10 +45,9 @@ import torch
 
 from . import intervals as I
 from .data.synthetic import PROPS, VISUAL_VOCAB, clip_caption, stated_fact_spans
-from .dataset import VisualInputs, clip_sample, visual_inputs
+from .dataset import VisualInputs, caption_sample, clip_sample, visual_inputs
 from .labels import LABELS
-from .model import LabelHead, VideoNarrator, clip_bucket, collate, encode_sample, fit_linear
-from .prompt import build_caption_prompt
+from .model import LabelHead, VideoNarrator, collate, fit_linear
 from .progress import progress_bar
 from .schema import PLACES, Video, clip_place
 
@@ -85,10 +84,8 @@ def _narration_sample(model: VideoNarrator, video: Video, i: int, vis: VisualInp
 
 
 def _caption_sample(model: VideoNarrator, video: Video, i: int, vis: VisualInputs, text: str):
-    """Clip ``i``'s caption warm-up sample (as ``dataset.caption_samples`` builds it) with ``text``."""
-    prompt = build_caption_prompt(video, text, options=model.prompt_options)
-    return encode_sample(model.tokenizer, prompt, vis.clips[i], None,
-                         clip_bucket(video, i, model.cfg.num_position_buckets), True, video.id)
+    """Clip ``i``'s caption warm-up sample with ``text`` as its caption."""
+    return caption_sample(model.tokenizer, video, i, vis, text, model.cfg.num_position_buckets, model.prompt_options)
 
 
 @torch.no_grad()

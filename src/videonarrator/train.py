@@ -35,6 +35,7 @@ from .io import atomic_path
 from .model import (ClipSample, VideoNarrator, VideoNarratorConfig, attention_cost, collate, default_device,
                     pack_layout, visual_token_count)
 from .progress import progress_bar
+from .pretrain import ClipValues, PretrainConfig, pretrain_visual
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -60,6 +61,9 @@ class TrainConfig:
     label_weight: float              # the label line's tokens against the narration's (generated-mode samples)
     fact_weight: float               # the visible facts' words against the rest of the narration
     caption_steps: int               # caption warm-up steps before the ``steps`` (clips that have a caption)
+    qformer_steps: int               # stage 1: Q-Former steps before any LLM step (pretrain.py; clips with values)
+    qformer_lr: float
+    qformer_batch_size: int          # clips per stage-1 step
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -115,7 +119,8 @@ def video_groups(samples: list[ClipSample]) -> list[list[int]]:
     return groups
 
 
-def batch_plan(lengths: list[int], cfg: TrainConfig, groups: list[list[int]] | None = None) -> list[list[int]]:
+def batch_plan(lengths: list[int], cfg: TrainConfig, groups: list[list[int]] | None = None,
+               what: str = "training clips") -> list[list[int]]:
     """Sample indices of every global batch, seeded and fixed before training starts.
 
     ``groups``: runs of samples kept next to each other (the clips of a video, so that a batch
@@ -127,7 +132,7 @@ def batch_plan(lengths: list[int], cfg: TrainConfig, groups: list[list[int]] | N
     """
     n, B = len(lengths), cfg.batch_size
     if n < B:
-        raise ValueError(f"{n} training clips are fewer than batch_size {B}; lower train.batch_size")
+        raise ValueError(f"{n} {what} are fewer than batch_size {B}; lower train.batch_size")
     groups = groups if groups is not None else [[i] for i in range(n)]
     plan: list[list[int]] = []
     epoch = 0
@@ -175,6 +180,8 @@ def plan_positions(plan: list[list[int]], samples: list[ClipSample], model_cfg: 
                 chunk = [samples[i] for i in idx]
                 layout = pack_layout(chunk, [visual_token_count(model_cfg, s) for s in chunk], share_prefix, cost)
                 computed, used, clips = computed + layout.positions, used + layout.used, clips + len(chunk)
+    if not clips:   # a plan without narration steps (a caption-only exploration)
+        return {"positions_per_clip": None, "padding_share": None}
     return {"positions_per_clip": computed / clips, "padding_share": 1 - used / computed}
 
 
@@ -224,16 +231,17 @@ def mean_loss(model: VideoNarrator, samples: list[ClipSample], batch_size: int, 
 
 
 def save_checkpoint(path: Path, model: VideoNarrator, optimizer, scheduler, step: int,
-                    log: list[dict], fingerprint: str) -> None:
+                    log: list[dict], fingerprint: str, stage1: dict | None = None) -> None:
     state = {"step": step, "fingerprint": fingerprint,
              "weights": {n: p.detach().cpu() for n, p in model.trainable_parameters().items()},
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "rng": torch.get_rng_state(), "log": log}
+             "rng": torch.get_rng_state(), "log": log, "stage1": stage1}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: Path, model: VideoNarrator, optimizer, scheduler, fingerprint: str) -> tuple[int, list]:
+def load_checkpoint(path: Path, model: VideoNarrator, optimizer, scheduler, fingerprint: str
+                    ) -> tuple[int, list, dict | None]:
     state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
     if state["fingerprint"] != fingerprint:
         raise ValueError(f"{path} was written by a run with other settings or data; delete it "
@@ -245,7 +253,7 @@ def load_checkpoint(path: Path, model: VideoNarrator, optimizer, scheduler, fing
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
-    return state["step"], state["log"]
+    return state["step"], state["log"], state.get("stage1")
 
 
 def run_fingerprint(cfg: TrainConfig, model_cfg: VideoNarratorConfig, samples: list[ClipSample]) -> str:
@@ -267,16 +275,20 @@ def full_plan(train_samples: list[ClipSample], caption_samples: list[ClipSample]
         return list(train_samples), plan, 0
     n = len(train_samples)
     warm_cfg = replace(cfg, steps=cfg.caption_steps)
-    warm = batch_plan([sample_length(s, model_cfg) for s in caption_samples], warm_cfg, video_groups(caption_samples))
+    warm = batch_plan([sample_length(s, model_cfg) for s in caption_samples], warm_cfg, video_groups(caption_samples),
+                      "caption warm-up clips")
     return list(train_samples) + list(caption_samples), [[n + i for i in b] for b in warm] + plan, len(warm)
 
 
 def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: list[ClipSample],
           cfg: TrainConfig, out_dir: str | Path, progress: bool = True,
-          stop_after: int | None = None, caption_samples: list[ClipSample] = ()) -> dict:
+          stop_after: int | None = None, caption_samples: list[ClipSample] = (),
+          values: ClipValues | None = None, val_values: ClipValues | None = None) -> dict:
     """Train ``model`` in place; save it to ``out_dir`` and return the run's figures.
 
-    ``caption_samples`` (dataset.caption_samples) fill the first ``cfg.caption_steps`` steps (the
+    ``values`` (dataset.value_targets) first train the Q-Former alone for ``cfg.qformer_steps``
+    steps (stage 1, :mod:`videonarrator.pretrain`; ``val_values`` are scored after it).  Then
+    ``caption_samples`` (dataset.caption_samples) fill the first ``cfg.caption_steps`` LLM steps (the
     caption warm-up), the training samples the ``cfg.steps`` after them; the learning-rate schedule
     spans both.  A checkpoint in ``out_dir/../<name>.ckpt/`` is resumed from when present
     (same settings and data only).  ``stop_after`` ends the run early after
@@ -300,10 +312,14 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
     fingerprint = run_fingerprint(cfg, model.cfg, samples)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(replace(cfg, steps=n_steps)))
-    start, log = 0, []
-    if ckpt.exists():
-        start, log = load_checkpoint(ckpt, model, optimizer, scheduler, fingerprint)
+    start, log, stage1 = 0, [], None
+    if ckpt.exists():   # its weights are those after stage 1
+        start, log, stage1 = load_checkpoint(ckpt, model, optimizer, scheduler, fingerprint)
         acc.print(f"resuming from {ckpt} at step {start}")
+    elif model.visual is not None and values is not None and cfg.qformer_steps:
+        stage1 = pretrain_visual(model.visual, values, model.embed_text, PretrainConfig(
+            cfg.qformer_steps, cfg.qformer_lr, cfg.qformer_batch_size, cfg.seed), val_values,
+            progress and acc.is_main_process)
     wrapped, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
     model.train()
 
@@ -334,7 +350,7 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < n_steps:
             acc.wait_for_everyone()
             if acc.is_main_process:
-                save_checkpoint(ckpt, model, optimizer, scheduler, step + 1, log, fingerprint)
+                save_checkpoint(ckpt, model, optimizer, scheduler, step + 1, log, fingerprint, stage1)
     acc.wait_for_everyone()
     wall = time.time() - t0
     done = len(log) and log[-1]["step"] == n_steps
@@ -351,6 +367,7 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
         "precision": precision,
         "cpu_bf16_speedup": round(cpu_bf16_speedup(), 2) if default_device().type == "cpu" else None,
         "caption_steps": warm,
+        "stage1": stage1,
         **plan_positions(plan[warm:], samples, model.cfg, attention_cost(model._hf().config), world,
                           cfg.grad_accum),
         "trainable_params": sum(p.numel() for p in model.trainable_parameters().values()),
@@ -364,7 +381,7 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
                 import shutil
                 shutil.rmtree(ckpt.parent)
         elif stop_after is not None:
-            save_checkpoint(ckpt, model, optimizer, scheduler, result["steps"], log, fingerprint)
+            save_checkpoint(ckpt, model, optimizer, scheduler, result["steps"], log, fingerprint, stage1)
     acc.wait_for_everyone()
     return result
 
@@ -429,7 +446,7 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
     """Train ``system`` on the train split of ``videos`` (val split for the validation loss); save it
     to ``out_dir``.  ``overrides`` replace keys of the train section (e.g. ``steps``)."""
     from .config import Settings
-    from .dataset import caption_samples, training_samples
+    from .dataset import caption_samples, training_samples, value_targets
     from .features import stored_shape
     from .schema import split_videos
     from .systems import sees_video as system_sees_video
@@ -464,7 +481,13 @@ def train_on_videos(params: dict, system: str, videos: list, features_dir: str |
     cfg = settings.train(**overrides)
     captions = caption_samples(narrator.tokenizer, train_videos, features_dir, tau, buckets, options) \
         if (cfg.caption_steps and features_dir is not None) else []
-    return train(narrator, train_samples, val_samples, cfg, out_dir, progress, stop_after, captions)
+    values = val_values = None
+    if cfg.qformer_steps and features_dir is not None:
+        values = value_targets(train_videos, features_dir, tau)
+        val_values = value_targets(split_videos(videos, "val"), features_dir, tau)
+        values, val_values = (values or None), (val_values or None)   # real data: no values, no stage 1
+    return train(narrator, train_samples, val_samples, cfg, out_dir, progress, stop_after, captions,
+                 values, val_values)
 
 
 def write_train_report(result: dict, system: str, reports_dir: str | Path = "reports") -> Path:

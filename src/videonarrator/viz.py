@@ -129,6 +129,19 @@ def loss_curves(logs: dict[str, list[dict]]):
     return fig
 
 
+def stage1_curve(stage1: dict):
+    """Stage 1's loss (every 10th step, as the training report keeps it), with the validation
+    clips' accuracy per value kind in the title."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot([1 + 10 * k for k in range(len(stage1["loss"]))], stage1["loss"], lw=1.5)
+    ax.set_yscale("log")
+    accuracy = ", ".join(f"{kind} {acc:.2f}" for kind, acc in (stage1["val_acc"] or {}).items())
+    ax.set(xlabel="stage-1 step", ylabel="cross-entropy, summed over kinds",
+           title="Stage 1: the Q-Former alone" + (f" (validation: {accuracy})" if accuracy else ""))
+    fig.tight_layout()
+    return fig
+
+
 def metric_bars(metrics: dict[str, dict[str, float]], names: list[str]):
     """One panel per metric, one bar per system that has it."""
     names = [n for n in names if any(n in m for m in metrics.values())]

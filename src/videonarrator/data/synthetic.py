@@ -404,13 +404,23 @@ def stated_fact_spans(clip: Clip, text: str | None = None) -> list[tuple[str, st
     return out
 
 
+def clip_values(clip: Clip) -> tuple[int, ...] | None:
+    """The clip's visible values as indices into :data:`VISUAL_VOCAB`, kind by kind in the order of
+    :data:`VISUAL_ATTRS`, from the generator's truth; None for a clip without that truth (real
+    data).  Stage 1 of training (``train.qformer_steps``, :mod:`videonarrator.pretrain`) learns them."""
+    truth = clip.truth or {}
+    if any(truth.get(kind) not in VISUAL_VOCAB[kind] for kind in VISUAL_ATTRS):
+        return None
+    return tuple(VISUAL_VOCAB[kind].index(truth[kind]) for kind in VISUAL_ATTRS)
+
+
 def clip_caption(clip: Clip) -> str | None:
     """What the clip shows, all four visible values in one fixed phrase ("red round, held in a
     hand, in the kitchen"), from the generator's truth; None for a clip without that truth (real
     data).  The caption warm-up of training (``train.caption_steps``) learns to write it."""
-    truth = clip.truth or {}
-    if any(truth.get(kind) not in VISUAL_VOCAB[kind] for kind in VISUAL_ATTRS):
+    if clip_values(clip) is None:
         return None
+    truth = clip.truth
     return f"{truth['colour']} {truth['shape']}, {truth['action']}, {truth['setting']}"
 
 
