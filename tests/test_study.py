@@ -114,3 +114,44 @@ def test_the_command_line_says_what_is_missing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert study.main(["table"]) == 1
     assert "no runs under reports/study" in capsys.readouterr().err
+
+
+def fake_dvc_exp_run(monkeypatch, root):
+    """Stand-ins for `dvc exp run -S train.seed=N` (rewrites params.yaml as DVC does), collect and the
+    table; returns the seeds in the order they ran."""
+    import subprocess
+
+    import yaml
+    ran = []
+
+    def run(cmd, cwd):
+        seed = int(cmd[-1].split("=")[1])
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["train"]["seed"] = seed
+        (root / "params.yaml").write_text(yaml.safe_dump(params))
+        ran.append(seed)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(study.subprocess, "run", run)
+    monkeypatch.setattr(study, "collect", lambda seed, reports, dest: None)
+    monkeypatch.setattr(study, "write_study", lambda study_dir, reports: "table")
+    return ran
+
+
+def test_the_study_ends_on_the_run_it_started_from(tmp_path, monkeypatch, capsys):
+    text = "train:\n  seed: 0                 # a comment DVC's rewrite drops\n  steps: 150\n"
+    (tmp_path / "params.yaml").write_text(text)
+    ran = fake_dvc_exp_run(monkeypatch, tmp_path)
+    assert study.run_study([0, 1, 2, 1], root=tmp_path) == "table"
+    assert ran == [1, 2, 0]
+    assert (tmp_path / "params.yaml").read_text() == text
+    assert "workspace holds" not in capsys.readouterr().out
+
+
+def test_a_study_without_the_workspace_seed_says_how_to_return(tmp_path, monkeypatch, capsys):
+    (tmp_path / "params.yaml").write_text("train:\n  seed: 0\n")
+    ran = fake_dvc_exp_run(monkeypatch, tmp_path)
+    study.run_study([3, 4], root=tmp_path)
+    assert ran == [3, 4]
+    assert "seed: 4" in (tmp_path / "params.yaml").read_text()
+    assert "the workspace holds seed 4's run; `git checkout params.yaml dvc.lock reports" in capsys.readouterr().out

@@ -35,6 +35,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from . import intervals as I
 from .evaluate import OWN_YARDSTICKS
@@ -212,17 +213,38 @@ def write_study(study_dir: str | Path = STUDY_DIR, reports: str | Path = "report
     return text
 
 
+def run_order(seeds: list[int], current: int | None) -> list[int]:
+    """The seeds in the order they run: each once, the workspace's own ``train.seed`` last, so the
+    study ends on the run it started from."""
+    unique = list(dict.fromkeys(seeds))
+    return [s for s in unique if s != current] + [s for s in unique if s == current]
+
+
 def run_study(seeds: list[int], root: str | Path = ".") -> str:
     """``dvc exp run dvc.yaml -S train.seed=<seed>`` for each seed (prepare and features stay cached:
     the dataset does not change), collecting each run, then the table.  The target keeps the
-    real-data pipeline (esyncvidstory/dvc.yaml) out of the study."""
-    for s in seeds:
+    real-data pipeline (esyncvidstory/dvc.yaml) out of the study.
+
+    ``-S`` rewrites params.yaml (another seed, and its own YAML formatting).  When the workspace's
+    seed is among ``seeds`` it runs last (DVC's run cache restores it without training if it ran
+    here before) and params.yaml gets its original text back, so the workspace ends as it began;
+    otherwise it ends on the last seed's run and the message says how to return."""
+    root = Path(root)
+    params_text = (root / "params.yaml").read_text(encoding="utf-8")
+    current = (yaml.safe_load(params_text).get("train") or {}).get("seed")
+    order = run_order(seeds, current)
+    for s in order:
         cmd = ["dvc", "exp", "run", "dvc.yaml", "-S", f"train.seed={s}"]
         print("$", " ".join(cmd), flush=True)
         if subprocess.run(cmd, cwd=root).returncode != 0:
             raise RuntimeError(f"`{' '.join(cmd)}` failed; fix it, then rerun the study for the remaining seeds")
-        collect(s, Path(root) / "reports", Path(root) / STUDY_DIR)
-    return write_study(Path(root) / STUDY_DIR, Path(root) / "reports")
+        collect(s, root / "reports", root / STUDY_DIR)
+    if order[-1] == current:
+        atomic_write_text(root / "params.yaml", params_text)
+    else:
+        print(f"the workspace holds seed {order[-1]}'s run; `git checkout params.yaml dvc.lock reports && "
+              "dvc checkout` returns to the committed one", flush=True)
+    return write_study(root / STUDY_DIR, root / "reports")
 
 
 def main(argv: list[str] | None = None) -> int:
