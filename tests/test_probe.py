@@ -138,6 +138,10 @@ def test_free_decoding_compares_own_and_reference_story_and_the_frames(model, mo
     assert report["reference story - own story"]["value"] == 1.0
     assert report["reference story - reference story, shuffled frames"]["value"] == 1.0
     assert "| reference story | 1.00 [1.00, 1.00] (14/14) |" in decoding_table(report)
+    # CIDEr of each run's text against the references: the references themselves score far above "Try it."
+    cider = {run: report[f"CIDEr, {run}"]["value"] for run in ("own story", "reference story")}
+    assert cider["reference story"] > 5 * cider["own story"] > 0
+    assert f"| CIDEr, own story | {cider['own story']:.3f} |" in decoding_table(report)
 
 
 def test_feature_probe_names_the_values_the_features_encode():

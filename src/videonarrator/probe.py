@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 
 from . import intervals as I
+from . import metrics as M
 from .data.synthetic import PROPS, VISUAL_VOCAB, clip_caption, stated_fact_spans
 from .dataset import VisualInputs, caption_sample, clip_sample, visual_inputs
 from .labels import LABELS
@@ -237,10 +238,13 @@ def free_decoding(model: VideoNarrator, test: list[Video], own_visual: dict[str,
     # video_counts scores visible facts only when given the knowledge vocabulary (it also counts
     # hallucinations, unused here): the test videos' items
     items = [it for v in test for its in v.product.knowledge.values() for it in its]
-    per_video, by_kind = {}, {}
+    per_video, by_kind, cider = {}, {}, {}
     for name, (story, shown) in DECODING_RUNS.items():
         cfg = replace(gen, mode="given", story=story)
         given = narrate_videos(model, test, frames[shown], cfg, progress)
+        # the evaluation's corpus CIDEr of the same text (own story: its given-mode CIDEr)
+        cider[name] = M.cider([c.narration for v in test for c in v.clips],
+                              [o.text for v in test for o in given[v.id]], "en")
         counts = video_counts(Narrations(given=given, generated={}), test, items)
         per_video[name] = counts["visual_attr_acc"]
         for rate, kind_counts in counts.items():   # visual_attr_acc_<kind>: a model may read one kind only
@@ -251,6 +255,7 @@ def free_decoding(model: VideoNarrator, test: list[Video], own_visual: dict[str,
         report[f"{a} - {b}"] = I.paired_difference_ci(I.ratio(*per_video[a]), I.ratio(*per_video[b]),
                                                       len(test), n_boot, seed)
     report.update({name: I.rate_ci(*counts, n_boot, seed) for name, counts in by_kind.items()})
+    report.update({f"CIDEr, {name}": {"value": value} for name, value in cider.items()})
     return report
 
 
@@ -350,6 +355,8 @@ def decoding_table(report: dict) -> str:
     for name, row in report.items():
         if "k" in row:
             cell = f"{I.format_ci(row['value'], row['lo'], row['hi'])} ({int(row['k'])}/{int(row['n'])})"
+        elif "lo" not in row:   # a corpus metric: one figure, no per-video count
+            cell = f"{row['value']:.3f}"
         else:
             cell = f"{row['value']:+.2f} [{row['lo']:+.2f}, {row['hi']:+.2f}]"
         lines.append(f"| {name} | {cell} |")
