@@ -529,10 +529,34 @@ def test_the_label_head_decides_the_label_and_cache_equals_reencode(llm_dir):
     model = build(llm_dir, label_head=True)
     cfg = replace(GREEDY, mode="generated", max_new_tokens=6)
     with torch.no_grad():
-        model.visual.label_head.bias[LABELS.index("product_trial")] = 5.0
+        model.label_head.bias[LABELS.index("product_trial")] = 5.0
     out = narrate_videos(model, VIDEOS, VISUAL, cfg, progress=False)
     assert {tuple(o.labels) for v in out.values() for o in v} == {("product_trial",)}
     assert all(o.raw.startswith("Label: product trial\nNarration:") for v in out.values() for o in v)
     assert_same(out, narrate_videos(model, VIDEOS, VISUAL, replace(cfg, reencode=True), progress=False))
     given = narrate_videos(model, VIDEOS, VISUAL, replace(cfg, mode="given"), progress=False)
     assert {tuple(o.labels) for v in given.values() for o in v} == {("pain_point",)}
+
+
+def test_a_text_only_head_labels_by_place_and_scores_only_its_line(llm_dir, monkeypatch):
+    """A text-only narrator's head reads the clip's place: fitted on clips whose first clip is a pain
+    point and the rest purchase guidance, generated mode follows it; the LLM scores only the chosen
+    label line (one continuation per clip), with and without the cache alike."""
+    from videonarrator.labels import LABELS
+    from videonarrator.model import ClipSample
+    model = build(llm_dir, label_head=True, use_video=False, num_patches=0, vision_width=0)
+    ids, empty = torch.zeros(0, dtype=torch.long), torch.zeros(0, 1, 1)
+    train = [ClipSample(ids, ids, ids, empty, empty, 0, place=place,
+                        label_ids=(LABELS.index("pain_point" if place == 0 else "purchase_guidance"),))
+             for place in (0, 1, 2) for _ in range(5)]
+    model.label_head.fit(train)
+    model.label_head.double()
+    scored = []
+    real = gen._score_continuations
+    monkeypatch.setattr(gen, "_score_continuations", lambda *a: scored.append(len(a[-1])) or real(*a))
+    cfg = replace(GREEDY, mode="generated", max_new_tokens=6)
+    out = narrate_videos(model, VIDEOS, {}, cfg, progress=False)
+    assert scored and set(scored) == {1}
+    for v in VIDEOS:
+        assert [o.labels for o in out[v.id]] == [["pain_point"]] + [["purchase_guidance"]] * (len(v.clips) - 1)
+    assert_same(out, narrate_videos(model, VIDEOS, {}, replace(cfg, reencode=True), progress=False))

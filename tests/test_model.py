@@ -456,7 +456,8 @@ def head_samples(n: int, seed: int) -> list[ClipSample]:
 
 def test_label_head_fits_the_features_and_the_place_and_survives_save(llm_dir, tmp_path):
     model = build(llm_dir, label_head=True).eval()
-    head = model.visual.label_head
+    head = model.label_head
+    assert head.feature_dim == P * W
     train, test = head_samples(300, 0), head_samples(60, 1)
     assert head.fit(train + [replace(train[0], label_ids=(1, 2))]) == 300      # multi-label clips are left out
     predicted = [int(head(head.inputs(s.clip_patches, s.place)).argmax()) for s in test]
@@ -465,12 +466,53 @@ def test_label_head_fits_the_features_and_the_place_and_survives_save(llm_dir, t
     lp = head(torch.stack([head.inputs(s.clip_patches, s.place) for s in test[:4]]))
     torch.testing.assert_close(lp.exp().sum(-1), torch.ones(4))
     model.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m/label_head.safetensors").exists()
     loaded = VideoNarrator.from_pretrained(tmp_path / "m", llm_dir, device="cpu")
     for name in ("mean", "std", "weight", "bias"):
-        torch.testing.assert_close(getattr(loaded.visual.label_head, name), getattr(head, name))
+        torch.testing.assert_close(getattr(loaded.label_head, name), getattr(head, name))
     with pytest.raises(ValueError, match="no single-label training clip"):
         head.fit([replace(s, label_ids=()) for s in train[:3]])
-    assert build(llm_dir).visual.label_head is None
+    assert build(llm_dir).label_head is None
+
+
+def test_a_text_only_head_reads_the_place_only(llm_dir, tmp_path):
+    """A narrator without video gets a head on the clip's place alone (it has no frames): it learns
+    the most frequent label of each place, whatever the (absent) prop says."""
+    model = build(llm_dir, label_head=True, use_video=False, num_patches=0, vision_width=0).eval()
+    head = model.label_head
+    assert model.visual is None and head.feature_dim == 0
+    empty = torch.zeros(0, 1, 1)      # what a text-only sample holds for frames (dataset.clip_sample)
+    ids = torch.zeros(0, dtype=torch.long)
+    # per place (first, middle, last) a majority label and a minority one
+    mix = {0: [1] * 6 + [9] * 3, 1: [4] * 6 + [1] * 3, 2: [2] * 6 + [9] * 3}
+    train = [ClipSample(ids, ids, ids, empty, empty, 0, place=place, label_ids=(label,))
+             for place, labels in mix.items() for label in labels]
+    head.fit(train)
+    assert head.inputs(empty, 2).tolist() == [0.0, 0.0, 1.0]
+    assert [int(head(head.inputs(empty, place)).argmax()) for place in range(3)] == [1, 4, 2]
+    model.save_pretrained(tmp_path / "t")
+    loaded = VideoNarrator.from_pretrained(tmp_path / "t", llm_dir, device="cpu")
+    torch.testing.assert_close(loaded.label_head.weight, head.weight)
+
+
+def test_narrators_saved_before_the_head_moved_still_load(llm_dir, tmp_path):
+    """Earlier narrators kept the head in visual.safetensors (keys label_head.*), and text-only ones
+    were saved with label_head true but no head: both load as they were trained."""
+    from safetensors.torch import load_file, save_file
+    model = build(llm_dir, label_head=True).eval()
+    model.label_head.fit(head_samples(30, 0))
+    model.save_pretrained(tmp_path / "m")
+    visual = load_file(str(tmp_path / "m/visual.safetensors"))
+    head = load_file(str(tmp_path / "m/label_head.safetensors"))
+    save_file({**visual, **{f"label_head.{k}": v for k, v in head.items()}}, str(tmp_path / "m/visual.safetensors"))
+    (tmp_path / "m/label_head.safetensors").unlink()
+    loaded = VideoNarrator.from_pretrained(tmp_path / "m", llm_dir, device="cpu")
+    torch.testing.assert_close(loaded.label_head.weight, model.label_head.weight)
+    text = build(llm_dir, label_head=True, use_video=False, num_patches=0, vision_width=0)
+    text.save_pretrained(tmp_path / "t")
+    (tmp_path / "t/label_head.safetensors").unlink()
+    old = VideoNarrator.from_pretrained(tmp_path / "t", llm_dir, device="cpu")
+    assert old.label_head is None and not old.cfg.label_head
 
 
 def test_samples_carry_the_clips_place_and_labels(llm_dir):

@@ -295,7 +295,9 @@ def narrate_systems(train: list[Video], test: list[Video], settings, features_di
         # the system and its controls share the weights: all their passes are decoded in one batched run
         outputs.update(narrate_rows(narrator, test, gen, rows, progress))
     torch.manual_seed(seed)   # the fresh LoRA adapter's A matrices (B = 0: the identity)
-    zero_shot = VideoNarrator.from_llm(settings.model("text_only"), llm["path"], settings.lora()).to(device)
+    # no label head either: nothing was fitted, so it chooses its label lines by likelihood
+    zero_cfg = replace(settings.model("text_only"), label_head=False)
+    zero_shot = VideoNarrator.from_llm(zero_cfg, llm["path"], settings.lora()).to(device)
     zero_shot.prompt_options = zero_shot_options(zero_shot.tokenizer)
     outputs["zero_shot"] = narrate_with_model(zero_shot, test, None, settings.tau(), gen, progress, free=True)
     descriptions["zero_shot"] = ("the base LLM, no fine-tuning and no video (a fresh LoRA adapter is the identity), "

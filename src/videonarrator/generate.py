@@ -82,7 +82,8 @@ candidate continuation ``Label: <labels>\\nNarration:`` (the 12 labels, plus the
 multi-label sets of ``GenerationConfig.label_candidates``) is scored by the
 model's summed log-probability, the most likely one is fed as if the model had
 written it, and decoding goes on from there.  A narrator with a label head
-(``model.label_head``) chooses by the head instead (:func:`candidate_scores`): the
+(``model.label_head``: the clip's frames where it sees video, and its place) chooses by the
+head instead (:func:`candidate_scores`), and only the chosen line is scored by the LLM: the
 LLM then narrates after the head's label line.  The choice ignores temperature
 and repetition penalty (it is the model's own most likely label line), so it is
 the same for every candidate narration of a clip.  All candidates of a row are
@@ -496,7 +497,7 @@ def candidate_scores(line_scores: list[list[float]], candidates, head: torch.Ten
 def _head_logprobs(model: VideoNarrator, states: list[_VideoState], batch: ClipBatch) -> list[torch.Tensor | None]:
     """Per video, the label head's (12,) log-probabilities for this clip (None in given mode or
     without a head)."""
-    head = model.visual.label_head if model.visual is not None else None
+    head = model.label_head
     return [head(head.inputs(t.clip_patches, t.place)) if head is not None and s.cfg.mode == "generated" else None
             for s, t in zip(states, batch.samples)]
 
@@ -518,13 +519,18 @@ def _choose_labels(model: VideoNarrator, states: list[_VideoState], rows: list[_
         if s.cfg.mode == "generated":
             candidates = s.cfg.label_candidates or label_candidates()
             conts = label_lines(tok, s.video.language, candidates)
-            scores = _score_continuations(hf, model, cache, mask, next_pos, logits, b * K, conts)
-            total = candidate_scores(scores, candidates, head[b])
+            if head[b] is None:
+                scores = _score_continuations(hf, model, cache, mask, next_pos, logits, b * K, conts)
+                total = candidate_scores(scores, candidates, None)
+            else:   # the head decides: only the chosen line needs the LLM's scores
+                total = candidate_scores([[]] * len(conts), candidates, head[b])
             best = max(range(len(conts)), key=lambda c: total[c])                        # ties: first candidate
             line = conts[best]
+            line_scores = scores[best] if head[b] is None else \
+                _score_continuations(hf, model, cache, mask, next_pos, logits, b * K, [line])[0]
             for k in range(K):
                 row = rows[b * K + k]
-                row.ids, row.logprobs = list(line), list(scores[best])
+                row.ids, row.logprobs = list(line), list(line_scores)
                 row.raw = tok.decode(row.ids)
         fed += [line] * K
     L = max(len(f) for f in fed)

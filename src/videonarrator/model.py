@@ -31,11 +31,12 @@ Memory tokens get no clip-position embedding: they average several clips, so
 no single bucket describes them (the reference adds position to the current clip).
 
 Label head (``label_head``, not in the paper): in generated-storyline mode the clip's
-label is chosen by a linear classifier on the frozen tower's features (the clip's patch
-tokens averaged over its kept frames) and the clip's place in its video (first, middle,
+label is chosen by a linear classifier on what the narrator knows of the clip before any
+LLM pass: the frozen tower's features (the clip's patch tokens averaged over its kept
+frames; a text-only narrator has none) and the clip's place in its video (first, middle,
 last), fitted on the training clips before training (:class:`LabelHead`).  The LLM then
 narrates after that label line.  The LLM's own label likelihood learnt only the labels'
-marginal on the default profile (README "The label head").
+marginal here, on synthetic and on real data (README "The label head").
 """
 from __future__ import annotations
 
@@ -134,25 +135,36 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, classes: int, weight_decay: flo
     return mean, std, w.detach(), b.detach()
 
 
-class LabelHead(nn.Module):
-    """The clip's script label from its frozen features and its place: logistic regression fitted
-    on the training clips (:meth:`fit`), kept as buffers (saved with the model, never trained by the
-    optimiser, so it cannot pull the Q-Former away from what the narration needs)."""
+def label_features(clip_patches: torch.Tensor | None, place: int) -> torch.Tensor:
+    """What a label head reads of a clip: (F, P, W) kept frames (None: a text-only narrator, no
+    frames) and the place index (schema.PLACES) -> (P*W + 3,) frame mean and place one-hot, or (3,)."""
+    device = clip_patches.device if clip_patches is not None else None
+    onehot = torch.zeros(len(PLACES), device=device)
+    onehot[place] = 1.0
+    if clip_patches is None:
+        return onehot
+    return torch.cat([clip_patches.float().mean(dim=0).flatten(), onehot])
 
-    def __init__(self, num_patches: int, width: int):
+
+class LabelHead(nn.Module):
+    """The clip's script label from its frozen features (if the narrator sees video) and its place:
+    logistic regression fitted on the training clips (:meth:`fit`), kept as buffers (saved with the
+    model, never trained by the optimiser, so it cannot pull the narrator away from what the
+    narration needs).  ``feature_dim``: P*W of the frames it reads, 0 for a text-only narrator."""
+
+    def __init__(self, feature_dim: int):
         super().__init__()
-        K, C = num_patches * width + len(PLACES), len(LABELS)
+        self.feature_dim = feature_dim
+        K, C = feature_dim + len(PLACES), len(LABELS)
         self.register_buffer("mean", torch.zeros(K))
         self.register_buffer("std", torch.ones(K))
         self.register_buffer("weight", torch.zeros(K, C))
         self.register_buffer("bias", torch.zeros(C))
 
-    @staticmethod
-    def inputs(clip_patches: torch.Tensor, place: int) -> torch.Tensor:
-        """(F, P, W) kept frames and the place index (schema.PLACES) -> (P*W + 3,)."""
-        onehot = torch.zeros(len(PLACES), device=clip_patches.device)
-        onehot[place] = 1.0
-        return torch.cat([clip_patches.float().mean(dim=0).flatten(), onehot])
+    def inputs(self, clip_patches: torch.Tensor, place: int) -> torch.Tensor:
+        """A sample's (F, P, W) kept frames and place index -> (K,) (:func:`label_features`; a
+        text-only head ignores the frames, which a text-only sample does not have)."""
+        return label_features(clip_patches if self.feature_dim else None, place)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., K) inputs -> (..., 12) log-probabilities of the labels (order of labels.LABELS)."""
@@ -194,7 +206,6 @@ class VisualEncoder(nn.Module):
         if self.clip_pos is not None:
             nn.init.normal_(self.clip_pos.weight, std=0.02)
         self.projector = nn.Linear(H, cfg.llm_dim)
-        self.label_head = LabelHead(P, W) if cfg.label_head else None
 
     def encode_frames(self, patches: torch.Tensor) -> torch.Tensor:
         """(F, P, W) patch tokens -> (F, Q, H) query outputs, each frame on its own."""
@@ -554,6 +565,9 @@ class VideoNarrator(nn.Module):
                              f"was this narrator trained on another LLM?")
         self.cfg = cfg = replace(cfg, llm_dim=D)  # a copy: profiles stay untouched
         self.visual = VisualEncoder(cfg) if cfg.use_video else None
+        # generated mode's label: frames (where it sees video) and place, not the LLM's likelihood
+        features = cfg.num_patches * cfg.vision_width if cfg.use_video else 0
+        self.label_head = LabelHead(features) if cfg.label_head else None
         self.llm = llm                  # peft model: base weights frozen, LoRA trainable
         self.tokenizer = tokenizer
         # the prompt this narrator trains, narrates and is probed with (evaluate's zero-shot row replaces it)
@@ -682,15 +696,17 @@ class VideoNarrator(nn.Module):
     # -- persistence -------------------------------------------------------------------
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
-        """config.json + visual.safetensors + adapter/ (peft), written atomically."""
+        """config.json + visual.safetensors + label_head.safetensors + adapter/ (peft), written atomically."""
         from safetensors.torch import save_file
         out_dir = Path(out_dir)
         with atomic_path(out_dir) as tmp:
             tmp.mkdir()
             write_json(tmp / "config.json", self.cfg.to_dict())
-            if self.visual is not None:
-                save_file({k: v.detach().contiguous() for k, v in self.visual.state_dict().items()},
-                          str(tmp / "visual.safetensors"))
+            for name in ("visual", "label_head"):
+                part = getattr(self, name)
+                if part is not None:
+                    save_file({k: v.detach().contiguous() for k, v in part.state_dict().items()},
+                              str(tmp / f"{name}.safetensors"))
             self.llm.save_pretrained(str(tmp / "adapter"))
         return out_dir
 
@@ -711,11 +727,25 @@ class VideoNarrator(nn.Module):
                                   trainable=trainable, trust_remote_code=trust_remote_code,
                                   attn_implementation=attn_implementation)
         model = cls(cfg, llm, tokenizer)
-        if model.visual is not None:
-            weights = in_dir / "visual.safetensors"
-            if not weights.exists():
-                raise FileNotFoundError(f"{weights} is missing; the saved narrator is incomplete: "
-                                        f"train it again (dvc repro train) or check the model path")
-            model.visual.load_state_dict(load_file(str(weights)), strict=True)
-            model.visual.requires_grad_(trainable)
+        parts = {name: getattr(model, name) for name in ("visual", "label_head") if getattr(model, name) is not None}
+        state = {}
+        for name in parts:
+            weights = in_dir / f"{name}.safetensors"
+            if weights.exists():
+                state[name] = load_file(str(weights))
+        # narrators saved before the head moved out of the visual encoder keep it in visual.safetensors
+        old = {k: v for k, v in state.get("visual", {}).items() if k.startswith("label_head.")}
+        if old:
+            state["visual"] = {k: v for k, v in state["visual"].items() if k not in old}
+            state.setdefault("label_head", {k.removeprefix("label_head."): v for k, v in old.items()})
+        if "label_head" in parts and "label_head" not in state and model.visual is None:
+            # a text-only narrator saved before text-only narrators had a head chooses by likelihood
+            model.label_head, model.cfg = None, replace(model.cfg, label_head=False)
+            del parts["label_head"]
+        for name, part in parts.items():
+            if name not in state:
+                raise FileNotFoundError(f"{in_dir / (name + '.safetensors')} is missing; the saved narrator is "
+                                        f"incomplete: train it again (dvc repro train) or check the model path")
+            part.load_state_dict(state[name], strict=True)
+            part.requires_grad_(trainable)
         return model.to(device or default_device()).train(trainable)

@@ -48,7 +48,7 @@ from . import metrics as M
 from .data.synthetic import PROPS, VISUAL_VOCAB, clip_caption, stated_fact_spans
 from .dataset import VisualInputs, caption_sample, clip_sample, visual_inputs
 from .labels import LABELS
-from .model import LabelHead, VideoNarrator, collate, fit_linear
+from .model import VideoNarrator, collate, fit_linear, label_features
 from .progress import progress_bar
 from .schema import PLACES, Video, clip_place
 
@@ -196,9 +196,9 @@ def feature_probe(train: list[Video], test: list[Video], visual: dict[str, Visua
         hits = [int(part.sum()) for part in right.split(clips)]
         report[kind] = {**I.rate_ci(hits, clips, n_boot, seed), "chance": 1 / len(vocab)}
     if all(len(c.labels) == 1 for v in train + test for c in v.clips):
-        # the script label from exactly what the narrator's label head reads (model.LabelHead.inputs)
+        # the script label from exactly what a video narrator's label head reads (model.label_features)
         def head_inputs(videos):
-            return torch.stack([LabelHead.inputs(visual[v.id].clips[i], PLACES.index(clip_place(v, i)))
+            return torch.stack([label_features(visual[v.id].clips[i], PLACES.index(clip_place(v, i)))
                                 for v in videos for i in range(len(v.clips))])
         y = torch.tensor([LABELS.index(c.labels[0]) for v in train for c in v.clips])
         predict = linear_probe(head_inputs(train), y, len(LABELS))

@@ -307,8 +307,8 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
 
     samples, plan, warm = full_plan(train_samples, caption_samples, cfg, model.cfg)
     n_steps = len(plan)
-    if model.visual is not None and model.visual.label_head is not None:
-        model.visual.label_head.fit(train_samples)   # fitted once, before the steps (deterministic)
+    if model.label_head is not None:
+        model.label_head.fit(train_samples)   # fitted once, before the steps (deterministic)
     fingerprint = run_fingerprint(cfg, model.cfg, samples)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(replace(cfg, steps=n_steps)))
