@@ -527,3 +527,34 @@ def test_samples_carry_the_clips_place_and_labels(llm_dir):
 
 def batch_to(samples):
     return ClipBatch(samples).to("cpu").samples
+
+
+def test_a_narrator_is_loaded_for_narrating_in_the_evaluate_precision(llm_dir, tmp_path, monkeypatch):
+    """evaluate.precision sets the narrating LLM's dtype (auto: bf16 only where this CPU's bf16 products
+    are timed faster, as train.precision); the visual side stays fp32, and a bf16 narrator narrates."""
+    import videonarrator.train as T
+    from videonarrator.config import Settings
+    from videonarrator.generate import narrate_videos
+
+    model = build(llm_dir, label_head=True)
+    model.label_head.fit(head_samples(30, 0))
+    model.save_pretrained(tmp_path / "m")
+
+    def settings(precision):
+        return Settings({**DEFAULTS.sections, "llm": {**DEFAULTS["llm"], "path": str(llm_dir)},
+                         "evaluate": {**DEFAULTS["evaluate"], "precision": precision}})
+    assert settings("fp32").narrating_dtype("cpu") == torch.float32
+    monkeypatch.setattr(T, "cpu_bf16_speedup", lambda: 0.0)        # a CPU without fast bf16
+    assert settings("auto").narrating_dtype("cpu") == torch.float32
+    monkeypatch.setattr(T, "cpu_bf16_speedup", lambda: 3.0)
+    assert settings("auto").narrating_dtype("cpu") == torch.bfloat16
+    narrator = settings("bf16").narrator(tmp_path / "m", device="cpu")
+    assert narrator._hf().get_input_embeddings().weight.dtype == torch.bfloat16
+    assert narrator.visual.projector.weight.dtype == torch.float32
+    torch.testing.assert_close(narrator.label_head.weight, model.label_head.weight)
+    v = make_video()
+    visual = {v.id: VisualInputs(clips=[frames(2, i) for i in range(3)], kept=[[0, 1]] * 3, totals=[2] * 3)}
+    for mode in ("given", "generated"):
+        out = narrate_videos(narrator, [v], visual, DEFAULTS.generation(mode=mode, max_new_tokens=4, temperature=0),
+                             progress=False)[v.id]
+        assert len(out) == 3 and all(isinstance(o.text, str) for o in out)

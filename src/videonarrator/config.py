@@ -121,6 +121,26 @@ class Settings:
         from .train import TrainConfig
         return config_from(TrainConfig, self["train"], **overrides)
 
+    def narrating_dtype(self, device=None):
+        """The dtype of the narrating LLM's weights (``evaluate.precision``; ``auto`` as ``train.precision``:
+        bf16 on GPUs that have it and on CPUs where bf16 matrix products are timed faster, else fp32).
+        Decoding a few tokens at a time reads every weight per token, so half the bytes is most of the gain."""
+        import torch
+
+        from .model import default_device
+        from .train import resolve_precision
+        precision = resolve_precision(self["evaluate"]["precision"], torch.device(device or default_device()))
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+    def narrator(self, model_dir, device=None, llm_path: str | Path | None = None):
+        """A trained narrator from ``model_dir``, loaded for narrating: on ``device`` (None: the GPU when
+        there is one), its base LLM (``llm_path``, default ``llm.path``) in :meth:`narrating_dtype`; the
+        visual side stays fp32."""
+        from .model import VideoNarrator
+        llm = self["llm"]
+        return VideoNarrator.from_pretrained(model_dir, llm_path or llm["path"], dtype=self.narrating_dtype(device),
+                                             trust_remote_code=llm["trust_remote_code"], device=device)
+
     def generation(self, **overrides: Any):
         from .generate import GenerationConfig
         return config_from(GenerationConfig, self["evaluate"], **{"seed": self.train_seed, **overrides}).check()

@@ -281,8 +281,7 @@ def narrate_systems(train: list[Video], test: list[Video], settings, features_di
     device = default_device()   # the features stay on the CPU until a batch needs them
     outputs, descriptions = {}, {}
     for system in settings["systems"]["trained"]:
-        narrator = VideoNarrator.from_pretrained(Path(models_dir) / system, llm["path"],
-                                                 trust_remote_code=llm["trust_remote_code"], device=device)
+        narrator = settings.narrator(Path(models_dir) / system, device)
         system_tau = settings.tau(system)
         real = {v.id: visual_inputs(v, features_dir, system_tau) for v in test} if narrator.visual is not None else None
         rows = {system: (real, True)}
@@ -297,7 +296,8 @@ def narrate_systems(train: list[Video], test: list[Video], settings, features_di
     torch.manual_seed(seed)   # the fresh LoRA adapter's A matrices (B = 0: the identity)
     # no label head either: nothing was fitted, so it chooses its label lines by likelihood
     zero_cfg = replace(settings.model("text_only"), label_head=False)
-    zero_shot = VideoNarrator.from_llm(zero_cfg, llm["path"], settings.lora()).to(device)
+    zero_shot = VideoNarrator.from_llm(zero_cfg, llm["path"], settings.lora(),
+                                       dtype=settings.narrating_dtype(device)).to(device)
     zero_shot.prompt_options = zero_shot_options(zero_shot.tokenizer)
     outputs["zero_shot"] = narrate_with_model(zero_shot, test, None, settings.tau(), gen, progress, free=True)
     descriptions["zero_shot"] = ("the base LLM, no fine-tuning and no video (a fresh LoRA adapter is the identity), "

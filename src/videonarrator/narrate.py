@@ -106,7 +106,6 @@ def narrate_file(video_path: str | Path, sheet: str | Path, out_dir: str | Path,
     """
     from .features import load_tower
     from .generate import narrate_videos
-    from .model import VideoNarrator
 
     video_path, out_dir, model_dir = Path(video_path), Path(out_dir), Path(model_dir)
     product = load_product_sheet(sheet)
@@ -121,7 +120,7 @@ def narrate_file(video_path: str | Path, sheet: str | Path, out_dir: str | Path,
         speech.espeak_path()
     spans, frames, info = cut_video(video_path, settings.prepare(), max_clip_s)
     video = build_video(video_path.stem, product, spans, language, storyline)
-    model = VideoNarrator.from_pretrained(model_dir, llm_path, trust_remote_code=settings["llm"]["trust_remote_code"])
+    model = settings.narrator(model_dir)
     visual = None
     if model.visual is not None:
         tower, _ = load_tower(settings.tower())

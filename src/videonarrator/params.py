@@ -135,6 +135,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "max_new_tokens": positive_int(),
         "num_candidates": positive_int(),
         "batch_size": positive_int(),
+        "precision": choice("auto", "fp32", "bf16", "fp16"),
         "meteor": boolean(),
     },
     "visualize": {

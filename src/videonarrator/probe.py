@@ -399,9 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(root / "reports" / "probe_features.json", report)
         print(feature_table(report) + "\nwritten to " + str(root / "reports" / "probe_features.json"))
         return 0
-    llm = settings["llm"]
-    model = VideoNarrator.from_pretrained(root / "models" / args.system, root / llm["path"],
-                                          trust_remote_code=llm["trust_remote_code"])
+    model = settings.narrator(root / "models" / args.system, llm_path=root / settings["llm"]["path"])
     tau = settings.tau(args.system)
     own = {v.id: visual_inputs(v, root / "data/features", tau) for v in test} if model.visual is not None else None
     from .evaluate import generation_config

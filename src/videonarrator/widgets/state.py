@@ -349,8 +349,6 @@ class ExplorerState:
     def load_model(self, on_status: Callable[[str], None] | None = None):
         """The trained narrator, loaded once; a clear FileNotFoundError when something is missing."""
         if self.model is None:
-            from ..model import VideoNarrator
-
             if not (self.model_dir / "config.json").is_file():
                 raise FileNotFoundError(f"no trained model at {self.model_dir} (config.json missing); "
                                         f"train it with `dvc repro train`")
@@ -361,8 +359,7 @@ class ExplorerState:
                                         f"make it with `dvc repro base_llm`")
             if on_status is not None:
                 on_status("loading the trained model…")
-            self.model = VideoNarrator.from_pretrained(self.model_dir, self.llm_path,
-                                                       trust_remote_code=self.settings["llm"]["trust_remote_code"])
+            self.model = self.settings.narrator(self.model_dir, llm_path=self.llm_path)
         return self.model
 
     def regenerate(self, on_clip: Callable[[int, ClipOutput], None] | None = None,
