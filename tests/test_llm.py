@@ -48,6 +48,35 @@ def test_attn_implementation_choice_gives_the_same_logits(tiny_llm_dir):
     torch.testing.assert_close(eager(input_ids=ids).logits, sdpa(input_ids=ids).logits, atol=1e-5, rtol=1e-4)
 
 
+def test_frozen_linears_cast_to_bf16_give_autocast_results(tiny_llm_dir):
+    """Storing the frozen linear weights in bf16 changes nothing under bf16 autocast (it casts them to
+    the same values at every call): same loss, same LoRA gradients; the head and the LoRA stay fp32."""
+    from videonarrator.llm import cast_frozen_linears
+    lora = DEFAULTS.lora(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
+    model, tok = load_llm(tiny_llm_dir, lora)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.1)      # B starts at zero: make the adapter matter
+    ids = torch.tensor([tok("Dry skin? Meet the cream.", add_special_tokens=False)["input_ids"]])
+
+    def loss_and_grads():
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    before, grads = loss_and_grads()
+    hf = model.get_base_model()
+    n = cast_frozen_linears(hf, torch.bfloat16)
+    assert n == 2 * 7 and hf.lm_head.weight.dtype == torch.float32      # 2 layers x 7 projections
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    after, grads_after = loss_and_grads()
+    assert torch.equal(before, after)
+    for name, g in grads.items():
+        torch.testing.assert_close(grads_after[name], g, rtol=0, atol=0)
+
+
 def test_load_llm_bare_is_frozen_and_adapter_reloads(tiny_llm_dir, tmp_path):
     bare, _ = load_llm(tiny_llm_dir, lora=None)
     assert not any(p.requires_grad for p in bare.parameters())

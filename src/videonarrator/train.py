@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .io import atomic_path
+from .llm import cast_frozen_linears
 from .model import (ClipSample, VideoNarrator, VideoNarratorConfig, attention_cost, collate, default_device,
                     pack_layout, visual_token_count)
 from .progress import progress_bar
@@ -79,6 +80,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 BF16_MIN_SPEEDUP = 1.25   # bf16 autocast also pays for casts: below this the step is no faster
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @functools.lru_cache(maxsize=1)
@@ -292,13 +294,16 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
     caption warm-up), the training samples the ``cfg.steps`` after them; the learning-rate schedule
     spans both.  A checkpoint in ``out_dir/../<name>.ckpt/`` is resumed from when present
     (same settings and data only).  ``stop_after`` ends the run early after
-    that many steps (used to test resuming).
+    that many steps (used to test resuming).  Under bf16 or fp16 precision the LLM's frozen linear
+    weights are stored in that dtype from then on (:func:`llm.cast_frozen_linears`).
     """
     out_dir = Path(out_dir)
     ckpt = out_dir.parent / f"{out_dir.name}.ckpt" / CHECKPOINT
     torch.manual_seed(cfg.seed)
     precision = resolve_precision(cfg.precision, default_device())
     acc = accelerator(precision)
+    if precision in HALF:   # autocast would cast these frozen weights to the same values at every call
+        cast_frozen_linears(model._hf(), HALF[precision])
     world, rank = acc.num_processes, acc.process_index
     per_step = cfg.batch_size
     if per_step % (world * cfg.grad_accum):
