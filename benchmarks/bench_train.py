@@ -123,7 +123,7 @@ def positions(env: dict, figs) -> None:
 def run_config(env: dict, name: str, args) -> dict:
     """Train ``args.warmup + args.steps`` steps of one configuration in this process."""
     from videonarrator.model import VideoNarrator, collate
-    from videonarrator.train import accelerator, lr_lambda, param_groups, peak_rss_mb, plan_positions
+    from videonarrator.train import lr_lambda, param_groups, peak_rss_mb, plan_positions, training_accelerator
 
     layout, precision, attn = name.rsplit("-", 2)
     share = layout == "packed"
@@ -132,7 +132,7 @@ def run_config(env: dict, name: str, args) -> dict:
     t0 = time.perf_counter()
     model = VideoNarrator.from_llm(env["model_cfg"], env["llm"], env["lora"], attn_implementation=attn)
     load_s = time.perf_counter() - t0
-    acc = accelerator(precision)
+    acc = training_accelerator(model, precision)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     wrapped, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)

@@ -301,9 +301,7 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
     ckpt = out_dir.parent / f"{out_dir.name}.ckpt" / CHECKPOINT
     torch.manual_seed(cfg.seed)
     precision = resolve_precision(cfg.precision, default_device())
-    acc = accelerator(precision)
-    if precision in HALF:   # autocast would cast these frozen weights to the same values at every call
-        cast_frozen_linears(model._hf(), HALF[precision])
+    acc = training_accelerator(model, precision)
     world, rank = acc.num_processes, acc.process_index
     per_step = cfg.batch_size
     if per_step % (world * cfg.grad_accum):
@@ -389,6 +387,15 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
             save_checkpoint(ckpt, model, optimizer, scheduler, result["steps"], log, fingerprint, stage1)
     acc.wait_for_everyone()
     return result
+
+
+def training_accelerator(model: VideoNarrator, precision: str):
+    """The Accelerator that trains ``model`` in ``precision``; under bf16 or fp16 the LLM's frozen
+    linear weights are stored in it (autocast would cast them to the same values at every call)."""
+    acc = accelerator(precision)
+    if precision in HALF:
+        cast_frozen_linears(model._hf(), HALF[precision])
+    return acc
 
 
 def accelerator(precision: str):
