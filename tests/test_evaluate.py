@@ -44,6 +44,8 @@ def test_references_score_perfectly_and_the_majority_bar(tiny_prepared):
     assert m["BLEU-4"] == pytest.approx(1.0, abs=1e-6) and m["ROUGE-L"] == pytest.approx(1.0)
     assert m["sync_in_window"] == 1.0 and m["label_acc"] == 1.0
     assert m["visual_attr_acc"] == 1.0 and m["hallucination_rate"] == 0.0
+    used = sum(len(c.truth["knowledge_used"]) for v in test for c in v.clips)
+    assert m["knowledge_n"] == used and m.get("knowledge_recall", 1.0) == 1.0 and (used == 0) == ("knowledge_recall" not in m)
     majority = E.score_system(E.majority_narrations(train, test), test, "en")
     assert {k.split("_")[0] for k in majority} == {"label"}
     label = E.majority_label(train)

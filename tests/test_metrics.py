@@ -435,3 +435,15 @@ def test_per_clip_counts_add_up_to_the_rates():
     allowed = [{"colour": {"red"}, "shape": {"square"}}, {"colour": {"red"}, "shape": {"square"}}, {}]
     assert hallucination_counts(texts, allowed, vocab) == [(1, 2), (1, 2), (0, 0)]
     assert hallucination_rate(texts, allowed, vocab) == pytest.approx(2 / 4)
+
+
+def test_knowledge_recall_counts_the_reference_items_a_narration_tells():
+    from videonarrator.metrics import knowledge_recall_counts
+
+    vocab = {"colour": ["green"], "knowledge": ["aloe vera", "green tea extract", "vitamin E"]}
+    texts = ["With aloe vera and Green Tea Extract.", "A green one.", "Nothing here."]
+    used = [["aloe vera", "green tea extract", "vitamin E"], ["green tea extract"], []]
+    # the colour green is not the ingredient; an item the reference does not use does not count
+    assert knowledge_recall_counts(texts, used, vocab) == [(2, 3), (0, 1), (0, 0)]
+    with pytest.raises(ValueError, match="align"):
+        knowledge_recall_counts(texts, used[:2], vocab)

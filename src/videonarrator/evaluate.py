@@ -335,7 +335,7 @@ def grounding_inputs(videos: list[Video], knowledge_vocab: list[str]):
 # rate -> the name of its count in metrics.json
 COUNTS = {"visual_attr_acc": "visual_attr_n", "visual_attr_chance": "visual_attr_n",
           "visual_attr_stated": "visual_attr_n", "hallucination_rate": "stated_facts_n", "label_acc": "label_n",
-          "sync_in_window": "sync_n", "sync_in_window_free": "sync_free_n"}
+          "sync_in_window": "sync_n", "sync_in_window_free": "sync_free_n", "knowledge_recall": "knowledge_n"}
 
 
 # Rates that describe a row against its own chance rather than what it achieves: not compared between rows.
@@ -384,6 +384,8 @@ def video_counts(n: Narrations, test: list[Video], knowledge_vocab: list[str] | 
                                                           for s, f in zip(stated, facts)])
             out["visual_attr_stated"] = _per_video(test, [(len(s), len(f)) for s, f in zip(stated, facts)])
             out["hallucination_rate"] = _per_video(test, M.hallucination_counts(hyps, allowed, vocab))
+            used = [c.truth.get("knowledge_used", []) for v in test for c in v.clips]
+            out["knowledge_recall"] = _per_video(test, M.knowledge_recall_counts(hyps, used, vocab))
     if n.free:
         out["sync_in_window_free"] = _per_video(test, _in_window(_flat(test, n.free)))
     if n.generated:
@@ -513,7 +515,8 @@ def narrations_to_json(n: Narrations) -> dict:
 
 COLUMNS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "sync_in_window", "length_error", "sync_in_window_free",
            "length_error_free", "spoken_fit", "spoken_overrun_s", "label_acc", "label_macro_f1", "visual_attr_acc",
-           "visual_attr_chance", "visual_attr_above_chance", "visual_attr_stated", "hallucination_rate", "info_sim", "info_diverse", "repetition", "emscore")
+           "visual_attr_chance", "visual_attr_above_chance", "visual_attr_stated", "hallucination_rate", "knowledge_recall", "info_sim", "info_diverse", "repetition",
+           "emscore")
 
 
 def _cell(m: dict[str, float], c: str) -> str:

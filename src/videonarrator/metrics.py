@@ -467,6 +467,20 @@ def hallucination_counts(narrations: Sequence[str], allowed: Sequence[dict[str, 
     return out
 
 
+def knowledge_recall_counts(narrations: Sequence[str], used: Sequence[Iterable[str]],
+                            vocab: dict[str, Sequence[str]]) -> list[tuple[int, int]]:
+    """Per clip (items stated, items the reference states): of the knowledge items the clip's
+    reference narration uses (``used[i]``), how many narration i mentions (:func:`mentions`, under
+    ``vocab["knowledge"]``): whether a narration tells the product facts the reference tells."""
+    _check_aligned(narrations=narrations, used=used)
+    out = []
+    for text, items in zip(narrations, used):
+        want = {_norm_phrase(p) for p in items}
+        said = mentions(text, vocab).get("knowledge", set())
+        out.append((len(want & said), len(want)))
+    return out
+
+
 def hallucination_rate(narrations: Sequence[str], allowed: Sequence[dict[str, Iterable[str]]],
                        vocab: dict[str, Sequence[str]]) -> float:
     """Share of stated facts that are not true for their clip (micro over all clips).

@@ -47,8 +47,8 @@ GROUPS = {"Visible facts": ("visual_attr_acc", "visual_attr_acc_colour", "visual
                              "visual_attr_acc_shape", "visual_attr_acc_action"),
           "Visible facts against each row's own chance": ("visual_attr_acc", "visual_attr_stated",
                                                           "visual_attr_chance", ABOVE_CHANCE),
-          "Storyline, hallucinations, length": ("label_acc", "hallucination_rate", "sync_in_window",
-                                                "sync_in_window_free")}
+          "Storyline, knowledge, hallucinations, length": ("label_acc", "knowledge_recall", "hallucination_rate",
+                                                           "sync_in_window", "sync_in_window_free")}
 RATES = tuple(dict.fromkeys(r for rates in GROUPS.values() for r in rates))
 CORPUS = ("CIDEr", "BLEU-4", "ROUGE-L")   # corpus metrics: one figure per run, no per-video count
 
