@@ -107,7 +107,7 @@ def saved_narrator(tmp_path_factory):
     torch.manual_seed(0)
     cfg = VideoNarratorConfig(vision_width=16, num_patches=5, qformer_hidden=16, qformer_heads=2,
                               qformer_layers=1, num_query_tokens=2, patch_pos_embed=True,
-                              memory_frames=1, story_clips=None, label_head=False)
+                              memory_frames=1, story_clips=None, label_head=True)
     VideoNarrator.from_llm(cfg, llm, DEFAULTS.lora(r=2, dropout=0.0)).save_pretrained(root / "model")
     return root, llm
 
@@ -477,6 +477,18 @@ def _(tmp_path, request):
     root, llm = request.getfixturevalue("saved_narrator")
     model = shutil.copytree(root / "model", tmp_path / "model")
     (model / "visual.safetensors").unlink()
+    msg = message_of(FileNotFoundError, VideoNarrator.from_pretrained, model, llm)
+    assert str(model) in msg
+    return msg
+
+
+@case("incomplete model folder: no label head weights", "label_head.safetensors is missing; the saved narrator is "
+      "incomplete", "train it again (dvc repro train)")
+def _(tmp_path, request):
+    import shutil
+    root, llm = request.getfixturevalue("saved_narrator")
+    model = shutil.copytree(root / "model", tmp_path / "model")
+    (model / "label_head.safetensors").unlink()
     msg = message_of(FileNotFoundError, VideoNarrator.from_pretrained, model, llm)
     assert str(model) in msg
     return msg
