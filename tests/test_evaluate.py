@@ -38,11 +38,14 @@ def test_retrieval_uses_training_narrations_of_the_same_category_and_label(tiny_
 
 def test_references_score_perfectly_and_the_majority_bar(tiny_prepared):
     train, test = split(tiny_prepared)
-    perfect = E.Narrations(given=reference_outputs(test), generated=reference_outputs(test))
+    perfect = E.Narrations(given=reference_outputs(test), generated=reference_outputs(test),
+                           free=reference_outputs(test))
     vocab = [it for v in train + test for its in v.product.knowledge.values() for it in its]
     m = E.score_system(perfect, test, "en", knowledge_vocab=vocab)
     assert m["BLEU-4"] == pytest.approx(1.0, abs=1e-6) and m["ROUGE-L"] == pytest.approx(1.0)
     assert m["sync_in_window"] == 1.0 and m["label_acc"] == 1.0
+    # a window is its reference's length +- 3 (at least 1), so references follow the windows
+    assert m["sync_in_window_free"] == 1.0 and m["length_slope_free"] > 0.8
     assert m["visual_attr_acc"] == 1.0 and m["hallucination_rate"] == 0.0
     used = sum(len(c.truth["knowledge_used"]) for v in test for c in v.clips)
     assert m["knowledge_n"] == used and m.get("knowledge_recall", 1.0) == 1.0 and (used == 0) == ("knowledge_recall" not in m)

@@ -10,7 +10,7 @@ import torch
 from videonarrator import metrics
 from videonarrator.metrics import (
     bleu, cider, clip_embed, emscore, hallucination_rate, knowledge_scores, label_acc, label_f1,
-    length_error, load_sentence_encoder, mean_repetition, mentioned_phrases, mentions, meteor, repetition,
+    length_error, length_slope, load_sentence_encoder, mean_repetition, mentioned_phrases, mentions, meteor, repetition,
     rouge_l, sync_in_window, tokenize, visual_attr_acc,
 )
 from videonarrator.schema import text_length
@@ -168,6 +168,17 @@ def test_sync_in_window_and_length_error_hand_computed():
     # Chinese: schema.text_length counts every character of "这款面霜，很好用！": 9
     assert sync_in_window(["这款面霜，很好用！", "好用"], [(8, 10), (8, 10)], "zh") == pytest.approx(0.5)
     assert length_error(["这款面霜，很好用！"], [(10, 12)], "zh") == pytest.approx(9 - 11)
+
+
+def test_length_slope_tells_following_the_window_from_a_constant_length():
+    windows = [(2, 4), (6, 8), (10, 12)]                      # midpoints 3, 7, 11
+    follows = ["w " * 3, "w " * 7, "w " * 11]
+    assert length_slope(follows, windows, "en") == pytest.approx(1.0)
+    constant = ["w " * 7] * 3                                   # in the middle window only, whatever was asked
+    assert length_slope(constant, windows, "en") == pytest.approx(0.0)
+    # lengths 4, 6, 10 on midpoints 3, 7, 11: sum (x - 7)(y - 20/3) / sum (x - 7)^2 = 24 / 32
+    assert length_slope(["w " * 4, "w " * 6, "w " * 10], windows, "en") == pytest.approx(0.75)
+    assert math.isnan(length_slope(["a", "a b"], [(2, 4), (1, 5)], "en"))   # one midpoint: no slope
 
 
 def test_sync_rejects_mismatch_and_bad_window():

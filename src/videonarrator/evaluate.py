@@ -437,8 +437,9 @@ def score_system(n: Narrations, test: list[Video], language: str, encoder=None, 
             out["emscore"] = clip_scorer(rows)
     if n.free:
         rows = _flat(test, n.free)
-        out["length_error_free"] = M.length_error([o.text for *_, o in rows], [c.window for _, _, c, _ in rows],
-                                                  language)
+        texts, windows = [o.text for *_, o in rows], [c.window for _, _, c, _ in rows]
+        out["length_error_free"] = M.length_error(texts, windows, language)
+        out["length_slope_free"] = M.length_slope(texts, windows, language)
     if n.generated:
         rows = _flat(test, n.generated)
         pred, true = [o.labels or [] for *_, o in rows], [c.labels for _, _, c, _ in rows]
@@ -514,7 +515,7 @@ def narrations_to_json(n: Narrations) -> dict:
 
 
 COLUMNS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "sync_in_window", "length_error", "sync_in_window_free",
-           "length_error_free", "spoken_fit", "spoken_overrun_s", "label_acc", "label_macro_f1", "visual_attr_acc",
+           "length_error_free", "length_slope_free", "spoken_fit", "spoken_overrun_s", "label_acc", "label_macro_f1", "visual_attr_acc",
            "visual_attr_chance", "visual_attr_above_chance", "visual_attr_stated", "hallucination_rate", "knowledge_recall", "info_sim", "info_diverse", "repetition",
            "emscore")
 

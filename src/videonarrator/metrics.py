@@ -288,6 +288,22 @@ def length_error(narrations: Sequence[str], windows: Sequence[tuple[int, int]], 
     return sum(errs) / len(errs)
 
 
+def length_slope(narrations: Sequence[str], windows: Sequence[tuple[int, int]], language: str) -> float:
+    """Least-squares slope of narration length on the window's midpoint, both in units: 1 when the
+    lengths follow the asked windows, 0 when every narration is as long whatever was asked (what
+    ``sync_in_window`` alone cannot tell apart from a lucky constant length).  NaN when every
+    window has the same midpoint (no slope to measure)."""
+    _check_aligned(narrations=narrations, windows=windows)
+    _check_windows(windows)
+    mid = [(lo + hi) / 2 for lo, hi in windows]
+    n = [text_length(t, language) for t in narrations]
+    mx, my = sum(mid) / len(mid), sum(n) / len(n)
+    var = sum((x - mx) ** 2 for x in mid)
+    if var == 0:
+        return float("nan")
+    return sum((x - mx) * (y - my) for x, y in zip(mid, n)) / var
+
+
 # -- storyline labels ----------------------------------------------------------
 
 def _label_sets(labels: Sequence[Sequence[str]], name: str) -> list[set[str]]:
