@@ -141,3 +141,20 @@ def test_a_story_window_keeps_the_prompt_of_a_long_video_bounded(setup):
 def bounded_prompt(model, video, visual) -> str:
     return build_clip_prompt(video, 99, mode="given", story_so_far=[c.narration for c in video.clips[:99]],
                              story_clips=model.cfg.story_clips).prefix
+
+
+def test_importing_the_package_bounds_onednns_kernel_cache_unless_the_environment_sets_it():
+    """Packed training meets new shapes every step; oneDNN's default 1,024 cached kernels grew a
+    default training to 6.2 GB (benchmarks/RESULTS.md).  The bound must be in the environment
+    before torch runs its first kernel, so importing the package sets it."""
+    import subprocess
+    import sys
+
+    code = ("import os, videonarrator, torch; torch.ones(2) @ torch.ones(2); "
+            "print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])")
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "128"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "7"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "7"
