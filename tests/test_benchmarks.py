@@ -31,6 +31,8 @@ FIGURES = (
        for path in ("full_reencode", "kv_reuse", "batched") for what in ("prefill_share", "decode_share")]
     + ["generate_long.kv_reuse.narrations_per_s", "generate_long.kv_reuse.bound_from_prefill"]
     + ["generate_passes.separate.narrations_per_s", "generate_passes.together_batch4.narrations_per_s"]
+    + ["generate_merge.on_top.narrations_per_s", "generate_merge.merged.narrations_per_s",
+       "generate_merge.identical_narrations"]
 )
 
 
@@ -49,7 +51,8 @@ def test_run_all_quick_reports_every_figure(tmp_path):
     for name in FIGURES:
         value = figures[name]["value"]
         assert isinstance(value, (int, float)) and math.isfinite(value), (name, value)
-    assert set(doc["benchmarks"]) == {"encode", "train", "tokens", "generate", "generate_long", "generate_passes"}
+    assert set(doc["benchmarks"]) == {"encode", "train", "tokens", "generate", "generate_long", "generate_passes",
+                                        "generate_merge"}
     assert all(b["returncode"] == 0 for b in doc["benchmarks"].values())
     # the comparisons are of the same work
     assert doc["benchmarks"]["encode"]["details"]["runs"][0]["agree"]

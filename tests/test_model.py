@@ -403,6 +403,40 @@ def test_save_load_round_trip(llm_dir, tmp_path):
         VideoNarrator.from_pretrained(tmp_path / "nothing", llm_dir)
 
 
+def test_a_merged_adapter_narrates_what_the_adapter_on_top_narrates(llm_dir, tmp_path):
+    """Narrating loads the LoRA adapter folded into the LLM's weights (Settings.narrator): a plain
+    transformers model with no LoRA layers, the same loss to float tolerance and the same greedy text
+    in both storyline modes as the adapter on top."""
+    from peft import PeftModel
+
+    from videonarrator.generate import narrate_videos
+
+    model = build(llm_dir, seed=4)
+    with torch.no_grad():
+        for p in model.trainable_parameters().values():
+            p.add_(0.3 * torch.randn_like(p))   # B != 0: the adapter changes what the LLM writes
+    model.save_pretrained(tmp_path / "m")
+    on_top = VideoNarrator.from_pretrained(tmp_path / "m", llm_dir, device="cpu")
+    merged = VideoNarrator.from_pretrained(tmp_path / "m", llm_dir, device="cpu", merge=True)
+    bare = VideoNarrator.from_pretrained(tmp_path / "m", llm_dir, device="cpu")
+    assert isinstance(on_top.llm, PeftModel) and not isinstance(merged.llm, PeftModel)
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    batch = make_batch(on_top, clips=(0, 1, 2))
+    with torch.no_grad(), bare.llm.disable_adapter():
+        without = bare(batch)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(batch), on_top(batch), rtol=1e-5, atol=1e-5)
+        assert abs(on_top(batch).item() - without.item()) > 1e-3   # the merged weights carry the adapter
+    v = make_video()
+    visual = {v.id: VisualInputs(clips=[frames(2, i) for i in range(3)], kept=[[0, 1]] * 3, totals=[2] * 3)}
+    for mode in ("given", "generated"):
+        cfg = DEFAULTS.generation(mode=mode, max_new_tokens=8, temperature=0)
+        texts = [[o.text for o in narrate_videos(m, [v], visual, cfg, progress=False)[v.id]] for m in (on_top, merged)]
+        assert texts[0] == texts[1] and any(texts[0]), mode
+    with pytest.raises(ValueError, match="merged LoRA adapter no longer trains"):
+        VideoNarrator.from_pretrained(tmp_path / "m", llm_dir, trainable=True, merge=True)
+
+
 def test_left_padded_generate_matches_one_by_one(llm_dir):
     model = build(llm_dir).eval()
     batch = make_batch(model, clips=(0, 2))

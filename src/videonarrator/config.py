@@ -135,11 +135,11 @@ class Settings:
     def narrator(self, model_dir, device=None, llm_path: str | Path | None = None):
         """A trained narrator from ``model_dir``, loaded for narrating: on ``device`` (None: the GPU when
         there is one), its base LLM (``llm_path``, default ``llm.path``) in :meth:`narrating_dtype`; the
-        visual side stays fp32."""
+        visual side stays fp32; its LoRA adapter merged into the LLM's weights (the bare LLM's cost)."""
         from .model import VideoNarrator
         llm = self["llm"]
         return VideoNarrator.from_pretrained(model_dir, llm_path or llm["path"], dtype=self.narrating_dtype(device),
-                                             trust_remote_code=llm["trust_remote_code"], device=device)
+                                             trust_remote_code=llm["trust_remote_code"], device=device, merge=True)
 
     def generation(self, **overrides: Any):
         from .generate import GenerationConfig

@@ -8,8 +8,7 @@ Systems (the rows of the results table):
   frames replaced by another test video's) and ``blank_frames`` (every clip
   one blank grey frame): a model that uses the video falls to chance on the
   visible facts there;
-* ``zero_shot``: the base LLM with the same prompt and no fine-tuning (a fresh
-  LoRA adapter is the identity: its B matrices start at zero);
+* ``zero_shot``: the base LLM with the same prompt and no fine-tuning;
 * no-learning references (:func:`reference_rows`): ``chance`` (analytic, from
   the generator's rules), ``template_guess`` / ``template_oracle`` (the
   synthetic generator's own grammar with guessed / true visible values),
@@ -272,8 +271,6 @@ def narrate_systems(train: list[Video], test: list[Video], settings, features_di
     ``zero_shot`` and the no-learning references.  ``settings``: a :class:`config.Settings`.
     In generated-storyline mode every model chooses among the single labels and the label
     sets seen in the training videos.  Returns (outputs, descriptions), in :data:`ROW_ORDER`."""
-    import torch
-
     from .systems import describe
 
     seed, llm = settings.train_seed, settings["llm"]
@@ -293,14 +290,13 @@ def narrate_systems(train: list[Video], test: list[Video], settings, features_di
             descriptions.update({name: CONTROL_DESCRIPTIONS[name] for name in rows if name != system})
         # the system and its controls share the weights: all their passes are decoded in one batched run
         outputs.update(narrate_rows(narrator, test, gen, rows, progress))
-    torch.manual_seed(seed)   # the fresh LoRA adapter's A matrices (B = 0: the identity)
-    # no label head either: nothing was fitted, so it chooses its label lines by likelihood
+    # the bare LLM (a fresh LoRA adapter would be the identity at a LoRA layer's cost); no label head
+    # either: nothing was fitted, so it chooses its label lines by likelihood
     zero_cfg = replace(settings.model("text_only"), label_head=False)
-    zero_shot = VideoNarrator.from_llm(zero_cfg, llm["path"], settings.lora(),
-                                       dtype=settings.narrating_dtype(device)).to(device)
+    zero_shot = VideoNarrator.from_llm(zero_cfg, llm["path"], None, dtype=settings.narrating_dtype(device)).to(device)
     zero_shot.prompt_options = zero_shot_options(zero_shot.tokenizer)
     outputs["zero_shot"] = narrate_with_model(zero_shot, test, None, settings.tau(), gen, progress, free=True)
-    descriptions["zero_shot"] = ("the base LLM, no fine-tuning and no video (a fresh LoRA adapter is the identity), "
+    descriptions["zero_shot"] = ("the base LLM, no fine-tuning and no video, "
                                  "given the same content in its chat template with the output format and the "
                                  "label list spelled out")
     rows, ref_descriptions = reference_rows(train, test, seed, synthetic)

@@ -74,12 +74,18 @@ def resolve_model_path(path: str | Path) -> str:
 
 def load_llm(path: str | Path, lora: LoraSettings | None, dtype: torch.dtype = torch.float32,
              trust_remote_code: bool = False, adapter_dir: str | Path | None = None,
-             trainable: bool = True, attn_implementation: str | None = None):
+             trainable: bool = True, attn_implementation: str | None = None, merge: bool = False):
     """Load a causal LM and its tokenizer; return ``(model, tokenizer)``.
 
     ``adapter_dir``: load a saved LoRA adapter (``trainable`` decides whether it
-    trains on).  Else ``lora``: add a fresh adapter.  Else (both None): the bare
-    model, fully frozen.  The base model's own weights are always frozen.
+    trains on; ``merge``: fold it into the base weights for narrating, see below).
+    Else ``lora``: add a fresh adapter.  Else (both None): the bare model, fully
+    frozen.  The base model's own weights are always frozen.
+
+    A merged adapter (W + B A alpha/r, one weight per layer) gives a plain transformers
+    model that computes what the adapter on top computes, to the rounding of ``dtype``,
+    at the bare model's cost: unmerged, LoRA on every linear layer made each decoding
+    step about 1.4x slower on a CPU (benchmarks/RESULTS.md).
     The tokenizer gets ``pad_token = eos_token`` when it has none; losses must
     therefore be masked by position, never by pad id (SmolLM2's pad *is* its eos).
     """
@@ -102,7 +108,12 @@ def load_llm(path: str | Path, lora: LoraSettings | None, dtype: torch.dtype = t
         if not (adapter_dir / "adapter_config.json").exists():
             raise FileNotFoundError(f"no LoRA adapter in {adapter_dir} (adapter_config.json missing); "
                                     f"train the narrator again (dvc repro train) or check the model path")
+        if merge and trainable:
+            raise ValueError("a merged LoRA adapter no longer trains; load it with trainable=False to narrate, "
+                             "or unmerged (merge=False) to train on")
         model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+        if merge:
+            model = model.merge_and_unload()
     elif lora is not None:
         cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                          target_modules=lora.target_modules, bias="none", task_type="CAUSAL_LM")

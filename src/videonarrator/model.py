@@ -714,9 +714,10 @@ class VideoNarrator(nn.Module):
     def from_pretrained(cls, in_dir: str | Path, llm_path: str | Path, dtype: torch.dtype = torch.float32,
                         trainable: bool = False, trust_remote_code: bool = False,
                         attn_implementation: str | None = None,
-                        device: str | torch.device | None = None) -> "VideoNarrator":
+                        device: str | torch.device | None = None, merge: bool = False) -> "VideoNarrator":
         """Load a saved narrator on top of the base LLM in ``llm_path`` (eval mode unless ``trainable``),
-        on ``device`` (None: :func:`default_device`, the GPU when there is one)."""
+        on ``device`` (None: :func:`default_device`, the GPU when there is one).  ``merge``: its LoRA
+        adapter folded into the LLM's weights (narrating only: :func:`llm.load_llm`)."""
         from safetensors.torch import load_file
         in_dir = Path(in_dir)
         if not (in_dir / "config.json").exists():
@@ -725,7 +726,7 @@ class VideoNarrator(nn.Module):
         cfg = VideoNarratorConfig.from_dict(read_json(in_dir / "config.json"))
         llm, tokenizer = load_llm(llm_path, lora=None, dtype=dtype, adapter_dir=in_dir / "adapter",
                                   trainable=trainable, trust_remote_code=trust_remote_code,
-                                  attn_implementation=attn_implementation)
+                                  attn_implementation=attn_implementation, merge=merge)
         model = cls(cfg, llm, tokenizer)
         parts = {name: getattr(model, name) for name in ("visual", "label_head") if getattr(model, name) is not None}
         state = {}
