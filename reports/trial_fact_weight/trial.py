@@ -1,7 +1,10 @@
 """Scratch trial: train videonarrator with params.yaml's default plus overrides, narrate the test
 split as the evaluation does (both modes + free-running), score it. One seed per call.
 
-    python trial.py --root /work/fresh --out /work/trial/fw3_seed1 --seed 1 train.fact_weight=3
+    python reports/trial_fact_weight/trial.py --root <a clone that ran prepare, features, base_llm> \
+        --out /tmp/fw3_seed1 --seed 1 train.fact_weight=3
+
+The runs here were made with params.yaml read from a fixed checkout path; it is --params now.
 """
 import argparse, json, time
 from pathlib import Path
@@ -18,14 +21,17 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--root", required=True)
 ap.add_argument("--out", required=True)
 ap.add_argument("--seed", type=int, required=True)
+ap.add_argument("--params", default="params.yaml", help="the profile to start from")
 ap.add_argument("sets", nargs="*")
 a = ap.parse_args()
 root, out = Path(a.root), Path(a.out)
-params = yaml.safe_load(open("/work/main/params.yaml"))
+params = yaml.safe_load(Path(a.params).read_text())
 params["train"]["seed"] = a.seed
 for s in a.sets:
-    key, value = s.split("=")
-    sec, name = key.split(".")
+    key, _, value = s.partition("=")
+    sec, _, name = key.partition(".")
+    if not value or name not in params.get(sec, {}):
+        raise SystemExit(f"override {s!r}: expected section.key=value with a key of {a.params}")
     params[sec][name] = yaml.safe_load(value)
 settings = Settings(params)
 videos, _ = load_dataset(root / "data/processed/dataset.json")
