@@ -274,6 +274,34 @@ def test_fact_weight_weights_the_visible_facts_words(llm_dir):
         assert not torch.isclose(model(batch, fact_weight=5.0), token.mean())
 
 
+def test_stop_weight_weights_the_tokens_that_set_the_length(llm_dir):
+    model = build(llm_dir).eval()
+    narr = ["Tired of frizz? This oil smooths it. Shine all day.", "Order now."]
+    video = Video(id="v3", product=Product("Hair Oil", {}), clips=[
+        Clip(index=i, start=2.0 * i, end=2.0 * (i + 1), window=(2, 12), labels=["product_efficacy"], narration=n)
+        for i, n in enumerate(narr)])
+    visual = VisualInputs(clips=[frames(2, 20), frames(1, 21)], kept=[[0, 1], [0]], totals=[2, 1])
+    for mode in ("given", "generated"):
+        s = clip_sample(model.tokenizer, video, 0, visual, mode)
+        # two sentence ends inside the narration (go on: the token right after "?" / ".", whatever the
+        # tokenizer makes of " This") and the EOS (stop); the label line has none
+        before = [model.tokenizer.decode(s.target_ids[:k]) for k in s.stop_tokens[:-1]]
+        assert len(before) == 2 and before[0].endswith("of frizz?") and before[1].endswith("smooths it.")
+        assert s.stop_tokens[-1] == len(s.target_ids) - 1
+        assert s.target_ids[-1] == model.tokenizer.eos_token_id
+        assert clip_sample(model.tokenizer, video, 1, visual, mode).stop_tokens[:-1] == ()
+    batch = collate([clip_sample(model.tokenizer, video, i, visual, "generated") for i in range(2)])
+    assert [s.stop_tokens for s in batch.to("cpu").samples] == [s.stop_tokens for s in batch.samples]
+    with torch.no_grad():
+        logits, labels = model._target_logits(batch, share_prefix=True)
+        token = F.cross_entropy(logits.float(), labels, reduction="none")
+        weight = torch.cat([target_weights(s, 1.0, 1.0, 4.0) for s in batch.samples])
+        assert weight.tolist().count(4.0) == 4
+        torch.testing.assert_close(model(batch, stop_weight=4.0), (token * weight).sum() / weight.sum())
+        torch.testing.assert_close(model(batch, stop_weight=1.0), token.mean())
+        assert not torch.isclose(model(batch, stop_weight=4.0), token.mean())
+
+
 def second_video() -> Video:
     narr = ["Tired of frizz?", "This oil smooths it.", "Shine all day.", "Order now."]
     clips = [Clip(index=i, start=2.0 * i, end=2.0 * (i + 1), window=(2, 8), labels=["product_efficacy"],

@@ -41,6 +41,7 @@ marginal here, on synthetic and on real data (README "The label head").
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -308,6 +309,7 @@ class ClipSample:
     fact_tokens: tuple[int, ...] = ()   # target tokens inside a visible fact's words (synthetic truth)
     place: int = 0                  # the clip's place in its video (index into schema.PLACES)
     label_ids: tuple[int, ...] = ()     # the clip's true labels (indices into labels.LABELS; with the target only)
+    stop_tokens: tuple[int, ...] = ()   # target tokens that decide the length: after each sentence end, and the EOS
 
 
 @dataclass
@@ -337,6 +339,18 @@ def tokens_in_spans(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple
     return tuple(k for k, (a, b) in enumerate(offsets) if any(a < end and start < b for start, end in spans))
 
 
+def stop_decisions(tokenizer, text: str, narration_at: int) -> tuple[int, ...]:
+    """Indices of the tokens of ``text`` (tokenised as the target is) that follow a sentence end of
+    the narration (``text[narration_at:]``): where the writer chose to go on rather than stop. With
+    the EOS after them they are the tokens that set the narration's length."""
+    ends = [narration_at + m.end() for m in re.finditer(r"[.!?](?=\s)", text[narration_at:])]
+    if not ends:
+        return ()
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return tuple(min(k for k, (a, b) in enumerate(offsets) if a >= end) for end in ends
+                 if any(a >= end for a, _ in offsets))
+
+
 def encode_sample(tokenizer, prompt: ClipPrompt, clip_patches: torch.Tensor,
                   earlier_patches: torch.Tensor | None, bucket: int, with_target: bool = True,
                   video: str = "", fact_spans: list[tuple[int, int]] = (), place: str = "first",
@@ -355,18 +369,22 @@ def encode_sample(tokenizer, prompt: ClipPrompt, clip_patches: torch.Tensor,
         while label_tokens < min(len(line), len(target)) and line[label_tokens] == target[label_tokens]:
             label_tokens += 1
     facts = tokens_in_spans(tokenizer, prompt.target, list(fact_spans)) if with_target else ()
+    stops = stop_decisions(tokenizer, prompt.target, prompt.narration_at) + (len(target) - 1,) if with_target else ()
     label_ids = tuple(LABELS.index(k) for k in labels) if with_target else ()
     return ClipSample(_ids(tokenizer, prompt.prefix), _ids(tokenizer, prompt.suffix), target,
                       clip_patches, earlier_patches, int(bucket), video, label_tokens, facts,
-                      PLACES.index(place), label_ids)
+                      PLACES.index(place), label_ids, stops)
 
 
-def target_weights(sample: ClipSample, label_weight: float, fact_weight: float) -> torch.Tensor:
+def target_weights(sample: ClipSample, label_weight: float, fact_weight: float,
+                   stop_weight: float = 1.0) -> torch.Tensor:
     """(Lt,) loss weight of each target token: ``label_weight`` on the label line, ``fact_weight``
-    on a visible fact's words, 1 elsewhere."""
+    on a visible fact's words, ``stop_weight`` on the tokens that set the length (a sentence's first
+    word after another sentence, the EOS; it wins where they meet a fact), 1 elsewhere."""
     weight = torch.ones(len(sample.target_ids))
     weight[:sample.label_tokens] = label_weight
     weight[list(sample.fact_tokens)] = fact_weight
+    weight[list(sample.stop_tokens)] = stop_weight
     return weight
 
 
@@ -622,7 +640,7 @@ class VideoNarrator(nn.Module):
         return seqs
 
     def forward(self, batch: ClipBatch, share_prefix: bool = True, label_weight: float = 1.0,
-                fact_weight: float = 1.0) -> torch.Tensor:
+                fact_weight: float = 1.0, stop_weight: float = 1.0) -> torch.Tensor:
         """Mean cross-entropy over all target tokens of the batch (scalar).
 
         The clips of one video run packed (:func:`pack_layout`), each with exactly its own
@@ -630,12 +648,14 @@ class VideoNarrator(nn.Module):
         False: one pack per clip, the per-clip layout, for comparison).  ``label_weight``:
         the weight of the label line's tokens (``ClipSample.label_tokens``) against the
         narration's 1, and ``fact_weight`` that of the visible facts' words
-        (``ClipSample.fact_tokens``), in a weighted mean (both 1.0: the plain mean).
+        (``ClipSample.fact_tokens``) and ``stop_weight`` that of the tokens that set the length
+        (``ClipSample.stop_tokens``), in a weighted mean (all 1.0: the plain mean).
         """
         logits, labels = self._target_logits(batch, share_prefix)
-        if label_weight == 1.0 and fact_weight == 1.0:
+        if label_weight == 1.0 and fact_weight == 1.0 and stop_weight == 1.0:
             return F.cross_entropy(logits.float(), labels)
-        weight = torch.cat([target_weights(s, label_weight, fact_weight) for s in batch.samples]).to(logits.device)
+        weight = torch.cat([target_weights(s, label_weight, fact_weight, stop_weight)
+                            for s in batch.samples]).to(logits.device)
         token = F.cross_entropy(logits.float(), labels, reduction="none")             # (N,)
         return (token * weight).sum() / weight.sum()
 

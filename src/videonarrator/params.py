@@ -124,6 +124,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "modes": str_list("given", "generated"),
         "label_weight": positive_number(),
         "fact_weight": positive_number(),
+        "stop_weight": positive_number(),
         "caption_steps": Spec(int, lambda v: v >= 0, "an integer >= 0 (0: no caption warm-up)"),
         "qformer_steps": Spec(int, lambda v: v >= 0, "an integer >= 0 (0: no stage-1 Q-Former training)"),
         "qformer_lr": positive_number(),

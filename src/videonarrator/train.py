@@ -61,6 +61,7 @@ class TrainConfig:
     modes: list[str]
     label_weight: float              # the label line's tokens against the narration's (generated-mode samples)
     fact_weight: float               # the visible facts' words against the rest of the narration
+    stop_weight: float               # the tokens that set the narration's length (go on after a sentence, or stop)
     caption_steps: int               # caption warm-up steps before the ``steps`` (clips that have a caption)
     qformer_steps: int               # stage 1: Q-Former steps before any LLM step (pretrain.py; clips with values)
     qformer_lr: float
@@ -336,7 +337,8 @@ def train(model: VideoNarrator, train_samples: list[ClipSample], val_samples: li
             batch = collate([samples[i] for i in idx]).to(acc.device)   # samples stay on the CPU
             sync = acc.no_sync(wrapped) if (k < len(micro) - 1 and world > 1) else nullcontext()
             with sync, acc.autocast():
-                loss = wrapped(batch, label_weight=cfg.label_weight, fact_weight=cfg.fact_weight) / len(micro)
+                loss = wrapped(batch, label_weight=cfg.label_weight, fact_weight=cfg.fact_weight,
+                               stop_weight=cfg.stop_weight) / len(micro)
                 acc.backward(loss)
             total += float(loss.detach())
         acc.clip_grad_norm_(list(model.trainable_parameters().values()), cfg.max_grad_norm)
