@@ -93,6 +93,11 @@ def test_load_llm_bare_is_frozen_and_adapter_reloads(tiny_llm_dir, tmp_path):
     assert not any(p.requires_grad for p in again.parameters())
     with pytest.raises(FileNotFoundError, match="no LoRA adapter"):
         load_llm(tiny_llm_dir, lora=None, adapter_dir=tmp_path / "nothing")
+    # a merge asked wrongly fails before any weights load (here: from a folder that holds no model)
+    with pytest.raises(ValueError, match="give its adapter_dir"):
+        load_llm(tmp_path / "no_model_here", lora=None, trainable=False, merge=True)
+    with pytest.raises(ValueError, match="no longer trains"):
+        load_llm(tmp_path / "no_model_here", lora=None, adapter_dir=tmp_path / "adapter", merge=True)
 
 
 def test_missing_llm_fails_fast_offline(monkeypatch, tmp_path):

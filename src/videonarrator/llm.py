@@ -92,6 +92,13 @@ def load_llm(path: str | Path, lora: LoraSettings | None, dtype: torch.dtype = t
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # a wrong request fails before any weights load
+    if merge and adapter_dir is None:
+        raise ValueError("merge=True folds a saved LoRA adapter into the base weights; give its adapter_dir "
+                         "(a fresh adapter is zero: nothing to merge)")
+    if merge and trainable:
+        raise ValueError("a merged LoRA adapter no longer trains; load it with trainable=False to narrate, "
+                         "or unmerged (merge=False) to train on")
     src = resolve_model_path(path)
     tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
     if tokenizer.eos_token_id is None:
@@ -108,9 +115,6 @@ def load_llm(path: str | Path, lora: LoraSettings | None, dtype: torch.dtype = t
         if not (adapter_dir / "adapter_config.json").exists():
             raise FileNotFoundError(f"no LoRA adapter in {adapter_dir} (adapter_config.json missing); "
                                     f"train the narrator again (dvc repro train) or check the model path")
-        if merge and trainable:
-            raise ValueError("a merged LoRA adapter no longer trains; load it with trainable=False to narrate, "
-                             "or unmerged (merge=False) to train on")
         model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
         if merge:
             model = model.merge_and_unload()
