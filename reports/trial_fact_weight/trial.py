@@ -22,6 +22,7 @@ ap.add_argument("--root", required=True)
 ap.add_argument("--out", required=True)
 ap.add_argument("--seed", type=int, required=True)
 ap.add_argument("--params", default="params.yaml", help="the profile to start from")
+ap.add_argument("--score-only", action="store_true", help="narrate and score the model already in OUT/model")
 ap.add_argument("sets", nargs="*")
 a = ap.parse_args()
 root, out = Path(a.root), Path(a.out)
@@ -37,8 +38,9 @@ settings = Settings(params)
 videos, _ = load_dataset(root / "data/processed/dataset.json")
 train_videos, test = split_videos(videos, "train"), split_videos(videos, "test")
 t0 = time.time()
-result = train_on_videos(params, "videonarrator", videos, root / "data/features", out / "model", root)
-t_train = time.time() - t0
+result = {} if a.score_only else train_on_videos(params, "videonarrator", videos, root / "data/features",
+                                                 out / "model", root)
+t_train = None if a.score_only else time.time() - t0
 narrator = settings.narrator(out / "model", default_device(), llm_path=root / params["llm"]["path"])
 gen = E.generation_config(settings, train_videos)
 n = E.narrate_with_model(narrator, test, root / "data/features", settings.tau("videonarrator"), gen, free=True)
@@ -47,7 +49,7 @@ m = E.score_system(n, test, "en", None, knowledge_vocab)
 keys = ["visual_attr_acc", "visual_attr_acc_lo", "visual_attr_acc_hi", "CIDEr", "sync_in_window_free",
         "sync_in_window_free_lo", "sync_in_window_free_hi", "length_slope_free", "length_error_free",
         "label_acc", "hallucination_rate", "knowledge_recall", "visual_attr_above_chance"]
-summary = {"sets": a.sets, "seed": a.seed, "train_s": round(t_train), "val_loss": result.get("val_loss"),
+summary = {"sets": a.sets, "seed": a.seed, "train_s": t_train and round(t_train), "val_loss": result.get("val_loss"),
            **{k: m.get(k) for k in keys}}
 (out / "metrics.json").write_text(json.dumps({"summary": summary, "metrics": m}, indent=1))
 (out / "narrations.json").write_text(json.dumps(E.narrations_to_json(n), indent=1))
